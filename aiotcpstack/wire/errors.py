@@ -1,0 +1,9 @@
+"""The one error type every parser in ``wire/`` raises for malformed input.
+
+Callers on the receive path catch exactly this, count the drop and move on; anything else
+escaping a parser is a bug.
+"""
+
+
+class ParseError(ValueError):
+    """A frame, packet, segment or option could not be parsed (truncated, bad length, ...)."""
