@@ -1,0 +1,5 @@
+import sys
+
+from aiotcpstack.cli import main
+
+sys.exit(main())

@@ -1,0 +1,501 @@
+"""Real frame I/O through a raw ``AF_PACKET`` socket, optionally inside a named network namespace.
+
+Design notes (why it looks like this):
+
+* The socket is created with protocol 0 -- it receives nothing -- and only bound to ``ETH_P_ALL``
+  after the BPF filter is attached, so no unfiltered frame can be queued.  Whatever might still
+  have been queued is drained anyway before the first read.
+* ``PACKET_VNET_HDR`` gives us the kernel's checksum state (veth frames are CHECKSUM_PARTIAL: the
+  local kernel never computed the checksum, so verifying it in Python would *fail*, not just waste
+  time) and lets us send 64 KB TSO super-frames that the kernel segments and checksums.
+* Receive is batched: one ``add_reader`` callback drains up to ``batch`` frames with ``recv_into``
+  until ``EAGAIN`` and hands them to ``on_frames`` at once (NAPI-style), so the stack can do its
+  per-batch work (one ACK, one delivery per connection) once.
+* Receive buffers are ``RX_BUFFER_SIZE`` (> 64 KB) because veth passes GRO/TSO super-frames up to
+  packet sockets unsegmented, even at MTU 1500.
+* Network namespaces are per *thread*: ``setns`` is done in the calling thread and always undone,
+  and the socket keeps the namespace it was created in for its whole life.
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence
+
+from . import bpf
+from .base import (
+    ETH_HLEN,
+    GSO_ECN,
+    GSO_NONE,
+    GSO_TCPV4,
+    GSO_TCPV6,
+    RX_BUFFER_SIZE,
+    VIRTIO_NET_HDR_F_DATA_VALID,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VNET_HDR,
+    VNET_HDR_LEN,
+    Frame,
+    Link,
+    LinkStats,
+    NoSuchInterfaceError,
+    NoSuchNetnsError,
+    OnFrames,
+    RxItem,
+)
+
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+ETH_P_ALL = 0x0003
+
+SIOCGIFMTU = 0x8921
+SIOCGIFHWADDR = 0x8927
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+
+CLONE_NEWNET = 0x40000000
+
+PERMISSION_MESSAGE = "AF_PACKET needs CAP_NET_RAW (run as root or grant cap_net_raw,cap_net_admin)"
+
+_PKTTYPE_OUTGOING = bpf.PACKET_OUTGOING
+_libc: Optional[ctypes.CDLL] = None
+
+
+def _setns(fd: int) -> None:
+    """``setns(fd, CLONE_NEWNET)`` for the calling thread (``os.setns`` exists only from 3.12)."""
+    if hasattr(os, "setns"):
+        os.setns(fd, CLONE_NEWNET)
+        return
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def netns_path(netns: str) -> str:
+    """``ip netns`` names live in /run/netns; anything containing a slash is taken as a path."""
+    return netns if "/" in netns else f"/run/netns/{netns}"
+
+
+@contextmanager
+def in_netns(netns: Optional[str]) -> Iterator[None]:
+    """Run the body with the calling thread inside ``netns`` (None: stay where we are).
+
+    Private to the link layer on purpose: ``host/netns.py`` offers the general helper, but the
+    link must not depend on host code to open its socket.
+    """
+    if netns is None:
+        yield
+        return
+    path = netns_path(netns)
+    try:
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NoSuchNetnsError(netns, path) from None
+    try:
+        saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                _setns(target)
+            except PermissionError:
+                raise PermissionError(
+                    errno.EPERM,
+                    f"entering network namespace {netns!r} needs CAP_SYS_ADMIN (run as root)",
+                ) from None
+            except OSError as e:
+                if e.errno == errno.EINVAL:
+                    raise OSError(errno.EINVAL, f"{path} is not a network namespace") from None
+                raise
+            try:
+                yield
+            finally:
+                _setns(saved)  # must never be skipped: the thread would stay in the wrong netns
+        finally:
+            os.close(saved)
+    finally:
+        os.close(target)
+
+
+def _ifreq(name: str) -> bytearray:
+    b = name.encode()
+    if len(b) >= 16:
+        raise ValueError(f"interface name {name!r} too long")
+    return bytearray(b.ljust(40, b"\0"))
+
+
+def _fold_sum(data: bytes | memoryview) -> int:
+    """One's-complement 16-bit sum of ``data`` (uncomplemented, folded).
+
+    ``int.from_bytes(...) % 0xffff`` is the one's-complement sum done by CPython's bignum code in
+    C -- far faster than a Python loop; only used as the no-vnet fallback for partial checksums.
+    """
+    if len(data) & 1:
+        data = bytes(data) + b"\0"
+    s = int.from_bytes(data, "big") % 0xFFFF
+    return s if s or not any(data) else 0xFFFF
+
+
+class AfPacketLink(Link):
+    """An Ethernet link on a real interface through ``AF_PACKET``/``SOCK_RAW``.
+
+    ``bpf_filter``: a program from :func:`aiotcpstack.link.bpf.build_filter` (list of
+    ``(code, jt, jf, k)``); by default only IPv4/IPv6/ARP frames for our MAC, broadcast or
+    multicast pass.  ``local_ipv4``/``local_ipv6``/``tcp_ports`` narrow the default filter.
+    ``rx_copy``: deliver frames as ``bytes`` (safe to keep) rather than memoryviews into buffers
+    that are reused after ``on_frames`` returns.
+
+    Loopback (``lo``): works, with zero MACs and no ARP.  lo hands every frame we send straight
+    back to us as PACKET_HOST; those echoes are recognised and dropped (``stats.extra
+    ['rx_own_looped']``).  IPv6 ``::1`` works as is; IPv4 ``127/8`` frames injected by a packet
+    socket carry no route, so the kernel drops them as martians unless
+    ``net.ipv4.conf.lo.route_localnet=1`` and ``accept_local=1`` (``lo_ipv4_injectable`` tells).
+    """
+
+    def __init__(
+        self,
+        interface: str,
+        netns: Optional[str] = None,
+        vnet: bool = True,
+        bpf_filter: Optional[list[tuple[int, int, int, int]]] = None,
+        *,
+        local_ipv4: Optional[Sequence[bytes | str]] = None,
+        local_ipv6: Optional[Sequence[bytes | str]] = None,
+        tcp_ports: Optional[Sequence[int]] = None,
+        batch: int = 64,
+        rcvbuf: int = 4 << 20,
+        sndbuf: int = 4 << 20,
+        rx_copy: bool = True,
+    ) -> None:
+        self.name = interface
+        self.netns = netns
+        self.stats = LinkStats()
+        self.batch = max(1, batch)
+        self.rx_copy = rx_copy
+        self._on_frames: Optional[OnFrames] = None
+        self._loop: Any = None
+        self._sock: Optional[socket.socket] = None
+        self.vnet = False
+        self.ignore_outgoing = False
+        self.is_loopback = False
+        # own frames that the loopback device will hand back to us (see _note_sent)
+        self._own: dict[int, int] = {}
+        self._own_order: collections.deque[int] = collections.deque()
+
+        with in_netns(netns):
+            try:
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            except PermissionError:
+                raise PermissionError(errno.EPERM, PERMISSION_MESSAGE) from None
+            try:
+                self._setup(sock, interface, netns, vnet, bpf_filter, local_ipv4, local_ipv6, tcp_ports, rcvbuf, sndbuf)
+            except BaseException:
+                sock.close()
+                raise
+        self._sock = sock
+        self.fileno = sock.fileno
+        hdr = VNET_HDR_LEN if self.vnet else 0
+        self._hdr = hdr
+        self._bufs = [bytearray(RX_BUFFER_SIZE) for _ in range(self.batch)]
+        self._views = [memoryview(b) for b in self._bufs]
+        self._drain_queued()
+
+    # ------------------------------------------------------------------------------------------
+    def _setup(
+        self,
+        sock: socket.socket,
+        interface: str,
+        netns: Optional[str],
+        vnet: bool,
+        bpf_filter: Optional[list[tuple[int, int, int, int]]],
+        local_ipv4: Optional[Sequence[bytes | str]],
+        local_ipv6: Optional[Sequence[bytes | str]],
+        tcp_ports: Optional[Sequence[int]],
+        rcvbuf: int,
+        sndbuf: int,
+    ) -> None:
+        sock.setblocking(False)  # never settimeout: the loop owns waiting
+        try:
+            self.ifindex = socket.if_nametoindex(interface)
+        except OSError:
+            raise NoSuchInterfaceError(interface, netns) from None
+
+        # hardware type, MAC and MTU through ioctls on *this* socket: they resolve in the
+        # socket's namespace, unlike /sys which reflects the namespace /sys was mounted in.
+        req = _ifreq(interface)
+        fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, req)
+        hatype = struct.unpack_from("=H", req, 16)[0]
+        if hatype not in (ARPHRD_ETHER, ARPHRD_LOOPBACK):
+            raise OSError(
+                errno.EPROTONOSUPPORT,
+                f"interface {interface!r} is not Ethernet (ARPHRD {hatype}); AfPacketLink needs Ethernet framing",
+            )
+        self.is_loopback = hatype == ARPHRD_LOOPBACK
+        self.lo_ipv4_injectable: Optional[bool] = None
+        if self.is_loopback:
+            self.lo_ipv4_injectable = _lo_ipv4_injectable(interface)
+        self.mac = bytes(req[18:24])
+        req = _ifreq(interface)
+        fcntl.ioctl(sock.fileno(), SIOCGIFMTU, req)
+        self.mtu = struct.unpack_from("=i", req, 16)[0]
+
+        for force, plain, size in ((SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf), (SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+            except PermissionError:  # no CAP_NET_ADMIN: capped by net.core.[rw]mem_max
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+        if vnet:
+            try:
+                sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                self.vnet = True
+            except OSError:
+                self.vnet = False
+        try:
+            # Hides the OUTGOING tap copies of everything sent on the interface (ours and the
+            # host's).  On lo the *looped-back* copy still arrives as PACKET_HOST; see _note_sent.
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self.ignore_outgoing = True
+        except OSError:  # kernels < 4.20: the BPF pkttype check below does the same job
+            self.ignore_outgoing = False
+
+        if bpf_filter is None:
+            bpf_filter = bpf.build_filter(
+                mac=None if self.is_loopback else self.mac,
+                ipv4=local_ipv4,
+                ipv6=local_ipv6,
+                tcp_ports=tcp_ports,
+                accept_arp=not self.is_loopback,
+            )
+        self.bpf_program = bpf_filter
+        bpf.attach_filter(sock, bpf_filter)
+        sock.bind((interface, ETH_P_ALL))
+
+    def _drain_queued(self) -> None:
+        """Discard anything queued before the filter took effect."""
+        assert self._sock is not None
+        buf = self._bufs[0]
+        while True:
+            try:
+                self._sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    return
+
+    # ------------------------------------------------------------------ Link interface ----------
+    def open_reader(self, on_frames: OnFrames) -> None:
+        self._on_frames = on_frames
+
+    def attach(self, loop: Any) -> None:
+        if self._sock is None:
+            raise OSError(errno.EBADF, "link is closed")
+        if self._loop is not None:
+            self.detach()
+        loop.add_reader(self._sock.fileno(), self.poll)
+        self._loop = loop
+
+    def detach(self) -> None:
+        if self._loop is not None and self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+        self._loop = None
+
+    def poll(self) -> int:
+        """Drain one batch (up to ``batch`` frames) and deliver it; returns the number delivered.
+
+        This is the ``add_reader`` callback; tests and blocking users may call it directly.
+        """
+        sock = self._sock
+        if sock is None:
+            return 0
+        recv_into = sock.recv_into
+        hdr = self._hdr
+        vnet = self.vnet
+        copy = self.rx_copy
+        stats = self.stats
+        own = self._own
+        out: list[RxItem] = []
+        for i in range(self.batch):
+            view = self._views[i]
+            try:
+                n = recv_into(view, 0, socket.MSG_TRUNC)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                # packet_recvmsg fails with EINVAL (frame consumed) when the vnet header cannot
+                # describe the skb, e.g. a UDP-GSO super-frame; skip it and go on.
+                if e.errno == errno.EINVAL:
+                    stats.extra["rx_vnet_errors"] = stats.extra.get("rx_vnet_errors", 0) + 1
+                    continue
+                raise
+            if n > RX_BUFFER_SIZE:
+                stats.rx_truncated += 1
+                continue
+            if n <= hdr:
+                continue
+            trusted = False
+            if vnet:
+                trusted = bool(view[0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
+            frame = view[hdr:n]
+            if own:
+                key = hash(frame.tobytes())
+                c = own.get(key)
+                if c:
+                    if c == 1:
+                        del own[key]
+                    else:
+                        own[key] = c - 1
+                    stats.extra["rx_own_looped"] = stats.extra.get("rx_own_looped", 0) + 1
+                    continue
+            stats.rx_frames += 1
+            stats.rx_bytes += n - hdr
+            out.append((bytes(frame) if copy else frame, trusted))
+        if out:
+            stats.rx_batches += 1
+            if self._on_frames is not None:
+                self._on_frames(out)
+        return len(out)
+
+    def send(
+        self,
+        frame: Frame,
+        gso_type: int = 0,
+        gso_size: int = 0,
+        csum_start: int = 0,
+        csum_offset: int = 0,
+    ) -> None:
+        sock = self._sock
+        if sock is None:
+            raise OSError(errno.EBADF, "link is closed")
+        base_gso = gso_type & ~GSO_ECN
+        if base_gso not in (GSO_NONE, GSO_TCPV4, GSO_TCPV6):
+            raise ValueError(f"unsupported gso_type {gso_type}")
+        if self.vnet:
+            if base_gso:
+                if gso_size <= 0:
+                    raise ValueError("gso_size must be > 0 with gso_type")
+                if not csum_start:
+                    csum_start, csum_offset = _tcp_csum_location(frame, base_gso)
+                thl = (frame[csum_start + 12] >> 4) * 4
+                if frame[csum_start + 13] & 0x80:  # CWR: tell the segmenter (SKB_GSO_TCP_ECN)
+                    gso_type |= GSO_ECN
+                hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, csum_start + thl, gso_size, csum_start, csum_offset)
+            elif csum_start:
+                hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, csum_start, csum_offset)
+            else:
+                hdr = _ZERO_VNET
+            parts: list[Frame] = [hdr, frame]
+        else:
+            if base_gso:
+                raise ValueError("GSO send needs the vnet header (PACKET_VNET_HDR), which is not active on this link")
+            if csum_start:
+                frame = _complete_checksum(frame, csum_start, csum_offset)
+            parts = [frame]
+        try:
+            sock.sendmsg(parts)
+        except (BlockingIOError, InterruptedError):
+            self.stats.tx_errors += 1  # like a full device queue: drop, TCP retransmits
+            return
+        except OSError as e:
+            if e.errno in (errno.ENOBUFS, errno.ENETDOWN):
+                self.stats.tx_errors += 1
+                return
+            raise
+        self.stats.tx_frames += 1
+        self.stats.tx_bytes += len(frame)
+        if self.is_loopback:
+            self._note_sent(frame)
+
+    def _note_sent(self, frame: Frame) -> None:
+        """Remember a frame we sent on a loopback device so :meth:`poll` can drop its echo.
+
+        lo hands every transmitted frame straight back as PACKET_HOST (indistinguishable from a
+        frame the kernel sent to us), while PACKET_IGNORE_OUTGOING only hides the OUTGOING tap
+        copy.  The echo arrives unchanged (lo neither segments nor fills checksums), so an exact
+        content fingerprint identifies it.  Bounded, so frames that never come back age out.
+        """
+        key = hash(bytes(frame))
+        self._own[key] = self._own.get(key, 0) + 1
+        self._own_order.append(key)
+        if len(self._own_order) > 4096:
+            old = self._own_order.popleft()
+            c = self._own.get(old)
+            if c is not None:
+                if c <= 1:
+                    del self._own[old]
+                else:
+                    self._own[old] = c - 1
+
+    def read_kernel_stats(self) -> dict[str, int]:
+        """``PACKET_STATISTICS`` (the kernel resets them on read; we accumulate drops)."""
+        if self._sock is None:
+            return {"packets": 0, "drops": 0}
+        raw = self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        packets, drops = struct.unpack("=II", raw)
+        self.stats.kernel_drops += drops
+        return {"packets": packets, "drops": drops}
+
+    def close(self) -> None:
+        if self._sock is None:
+            return
+        self.detach()
+        try:
+            self.read_kernel_stats()
+        except OSError:
+            pass
+        self._sock.close()
+        self._sock = None
+
+    def __repr__(self) -> str:
+        where = f" netns={self.netns!r}" if self.netns else ""
+        mac = ":".join(f"{b:02x}" for b in getattr(self, "mac", b""))
+        return f"<AfPacketLink {self.name!r}{where} mac={mac} mtu={getattr(self, 'mtu', '?')} vnet={self.vnet}>"
+
+
+_ZERO_VNET = bytes(VNET_HDR_LEN)
+
+
+def _lo_ipv4_injectable(interface: str) -> Optional[bool]:
+    """Would the kernel accept 127/8 IPv4 frames we inject on this loopback device?
+
+    Read in the current thread's namespace (/proc/sys/net resolves it at open time).
+    """
+    def get(key: str) -> int:
+        vals = []
+        for dev in ("all", interface):
+            with open(f"/proc/sys/net/ipv4/conf/{dev}/{key}") as f:
+                vals.append(int(f.read().strip() or 0))
+        return max(vals)
+
+    try:
+        return bool(get("route_localnet") and get("accept_local"))
+    except (OSError, ValueError):
+        return None
+
+
+def _tcp_csum_location(frame: Frame, gso: int) -> tuple[int, int]:
+    """csum_start/csum_offset of the TCP checksum for a plain Ethernet/IP/TCP frame."""
+    if gso == GSO_TCPV4:
+        return ETH_HLEN + (frame[ETH_HLEN] & 0x0F) * 4, 16
+    return ETH_HLEN + 40, 16
+
+
+def _complete_checksum(frame: Frame, csum_start: int, csum_offset: int) -> bytes:
+    """Software NEEDS_CSUM: fold everything from csum_start (the field holds the pseudo sum)."""
+    b = bytearray(frame)
+    s = _fold_sum(memoryview(b)[csum_start:])
+    c = (~s) & 0xFFFF
+    pos = csum_start + csum_offset
+    b[pos:pos + 2] = c.to_bytes(2, "big")
+    return bytes(b)
