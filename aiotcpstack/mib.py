@@ -20,6 +20,7 @@ KNOWN = (
     "TCPHPHits", "TCPHPAcks", "TCPSynRetrans", "TCPWinProbe", "TCPKeepAlive", "TimeWaited",
     "TW", "TCPSackShiftFallback", "TCPRcvCoalesce", "TCPWantZeroWindowAdv", "TCPToZeroWindowAdv",
     "TCPFromZeroWindowAdv", "TCPOrigDataSent", "TCPAckCompressed", "TCPSACKReneging",
+    "EmbryonicRsts", "TCPACKSkippedSynRecv",
     # Ip:/Icmp: (ours are counted too)
     "IpInReceives", "IpInHdrErrors", "IpInAddrErrors", "IpInDelivers", "IpOutRequests",
     "IpReasmFails", "IpInUnknownProtos", "IcmpInMsgs", "IcmpOutMsgs", "IcmpInErrors",

@@ -1,0 +1,631 @@
+"""``Stack``: the public entry point (``docs``: DESIGN.md "Public API").
+
+The only layer that knows the event loop.  It opens the link, integrates with the host (shared
+mode: kernel addresses, kernel port reservation, the RST guard; dedicated mode: none of that),
+and drives the sans-IO core:
+
+* receive: ``link.attach(loop)``; the link's reader callback hands each drained batch to
+  ``core.receive(batch, loop.time())``;
+* timers: the stack's one :class:`TimerWheel`; its next expiry drives exactly ONE ``loop.call_at``
+  (re-armed through ``wheel.on_new_earliest`` and after every ``advance``), never a ``TimerHandle``
+  per connection or per event.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import ipaddress
+import logging
+import os
+import socket
+from typing import Any, Callable
+
+from ..mib import Counters
+from ..tcp.config import TcpConfig
+from .server import Server, ServerSocket, listener_sockaddr
+from .transport import TcpTransport, sockaddr
+
+log = logging.getLogger("aiotcpstack.aio")
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TcpConfig)}
+#: options that configure the stack rather than TCP
+_STACK_OPTIONS = {"vnet", "pcap", "timer_granularity", "secret", "link"}
+
+
+def _parse_addresses(address: Any) -> list[tuple[bytes, int]]:
+    if isinstance(address, str):
+        items = [a.strip() for a in address.split(",") if a.strip()]
+    else:
+        items = list(address)
+    out = []
+    for item in items:
+        iface = ipaddress.ip_interface(item)
+        out.append((iface.ip.packed, iface.network.prefixlen))
+    if not out:
+        raise ValueError("address= needs at least one address")
+    return out
+
+
+def _ip_bytes(host: str) -> bytes | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).packed
+    except ValueError:
+        return None
+
+
+class Stack:
+    """A user-space TCP/IP stack on one interface (see DESIGN.md, Public API).
+
+    ``Stack(interface, netns=None, address=None, **options)``: ``address=None`` is shared mode (use
+    the interface's kernel addresses, reserve ports in the kernel, keep the kernel's RSTs in);
+    ``address="198.18.0.3/24"`` (or a list / comma-separated string, v4 and/or v6) is dedicated mode.
+    ``options`` are :class:`~aiotcpstack.tcp.config.TcpConfig` fields (``sndbuf``, ``rcvbuf``,
+    ``congestion_control``, ``nodelay``, ...) plus ``vnet`` (use the vnet header offloads, default
+    True), ``pcap`` (path: record every frame) and ``timer_granularity``.
+    """
+
+    def __init__(self, interface: str, netns: str | None = None, address: Any = None, **options: Any) -> None:
+        unknown = [k for k in options if k not in _CONFIG_FIELDS and k not in _STACK_OPTIONS]
+        if unknown:
+            raise TypeError(f"Stack() got an unexpected option {unknown[0]!r}")
+        self.interface = interface
+        self.netns = netns
+        self.address = address
+        self.dedicated = address is not None
+        self._dedicated_addrs = _parse_addresses(address) if address is not None else []
+        self._options = dict(options)
+        cfg_kw = {k: v for k, v in options.items() if k in _CONFIG_FIELDS}
+        self._config_explicit = set(cfg_kw)
+        # asyncio's socket transports set TCP_NODELAY on every TCP socket (base_events._set_nodelay):
+        # a drop-in replacement must default to Nagle off too.
+        cfg_kw.setdefault("nodelay", True)
+        self.config = TcpConfig(**cfg_kw)
+        from ..tcp.congestion import registry
+        try:
+            registry.get(self.config.congestion_control)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+        self.counters = Counters()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.link: Any = None
+        self.core: Any = None
+        self.wheel: Any = None
+        self._guard: Any = None
+        self._ports: Any = None
+        self._reservations: dict[int, Any] = {}
+        self._ifindex = 0
+        self._has_v6 = False
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self._transports: set[TcpTransport] = set()
+        self._servers: set[Server] = set()
+        self._started = False
+        self._closed = False
+        self._pcap_writer: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> "Stack":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self._closed:
+            raise RuntimeError("Stack is closed")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        try:
+            self._start_sync(loop)
+        except BaseException:
+            self._teardown()
+            raise
+        self._started = True
+
+    def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        from ..ip.core import MAX_GSO_PAYLOAD, NetworkCore
+        from ..tcp.timer_wheel import TimerWheel
+
+        opts = self._options
+        routes: list[tuple[bytes, int, bytes | None]] = []
+        if self.dedicated:
+            addresses = self._dedicated_addrs
+        else:
+            addresses, routes = self._discover()
+        v4 = [a for a, _ in addresses if len(a) == 4]
+        v6 = [a for a, _ in addresses if len(a) == 16]
+        self._has_v6 = bool(v6)
+
+        link = opts.get("link")
+        if link is None:
+            from ..link.afpacket import AfPacketLink
+            link = AfPacketLink(self.interface, netns=self.netns, vnet=opts.get("vnet", True),
+                                local_ipv4=v4, local_ipv6=v6 if v6 else None)
+        self.link = link
+        if opts.get("pcap"):
+            from ..link.pcap import PcapLink, PcapWriter
+            self._pcap_writer = PcapWriter(opts["pcap"])
+            link = self.link = PcapLink(link, self._pcap_writer, close_writer=False)
+
+        config = self.config
+        if "tso_segs" not in self._config_explicit:
+            # vnet: one GSO super-frame per output() (the kernel or the peer segments it);
+            # otherwise software GSO in ip/ (like Linux's GSO before a non-TSO driver): fewer
+            # trips through the connection's output path per segment.
+            mss = min(config.mss, link.mtu - 40)
+            segs = max(1, MAX_GSO_PAYLOAD // mss) if link.vnet else 16
+            config = config.with_options(tso_segs=segs)
+
+        if not self.dedicated:
+            from ..host import firewall, ports
+            self._guard = firewall.RstGuard(netns=self.netns)
+            self._ports = ports.PortReservation(netns=self.netns)
+
+        self.wheel = TimerWheel(now=loop.time(), granularity=opts.get("timer_granularity", 0.001))
+        self.wheel.on_new_earliest = self._arm_timer
+        self.core = NetworkCore(
+            link.mac, link.mtu, addresses, self.counters, config, self.wheel, link.send,
+            loop.time, vnet=link.vnet, dedicated=self.dedicated, routes=routes,
+            neighbour_lookup=None if self.dedicated else self._neighbour_lookup,
+            reserve_port=None if self.dedicated else self._reserve_port,
+            release_port=None if self.dedicated else self._release_port,
+            secret=opts.get("secret") or os.urandom(32))
+        self.core.loopback_hook = self._schedule_loopback
+        link.open_reader(self._on_frames)
+        link.attach(loop)
+
+    def _discover(self) -> tuple[list[tuple[bytes, int]], list[tuple[bytes, int, bytes | None]]]:
+        from ..host import iface
+        info = iface.discover(self.interface, self.netns)
+        self._ifindex = info.index
+        addresses: list[tuple[bytes, int]] = []
+        for item in list(info.addrs_v4) + list(info.addrs_v6):
+            addresses.append(_addr_pair(item))
+        if not addresses:
+            raise OSError(errno.EADDRNOTAVAIL,
+                          f"interface {self.interface!r} has no addresses (shared mode needs the kernel's "
+                          f"address; or pass address= for dedicated mode)")
+        routes = []
+        for r in getattr(info, "routes", ()) or ():
+            rt = _route_triple(r)
+            if rt is not None:
+                routes.append(rt)
+        return addresses, routes
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for server in list(self._servers):
+            server.close()
+        for t in list(self._transports):
+            t.abort()
+        self._transports.clear()
+        await asyncio.sleep(0)         # let connection_lost callbacks run
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        if self.link is not None:
+            try:
+                self.link.detach()
+            except Exception:  # noqa: BLE001
+                pass
+            self.link.close()
+        if self._pcap_writer is not None:
+            self._pcap_writer.close()
+        for port in list(self._reservations):
+            self._release_port(port)
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
+        if self._ports is not None and hasattr(self._ports, "close"):
+            self._ports.close()
+            self._ports = None
+
+    def _check_running(self) -> asyncio.AbstractEventLoop:
+        if not self._started or self._closed:
+            raise RuntimeError("Stack is not running (use 'async with stack' or 'await stack.start()')")
+        return self._loop  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ loop driver
+    def _on_frames(self, batch: list) -> None:
+        try:
+            self.core.receive(batch, self._loop.time())
+        finally:
+            self._kick()
+
+    def _schedule_loopback(self) -> None:
+        self._loop.call_soon(self._flush_loopback)
+
+    def _flush_loopback(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.core.flush_loopback(self._loop.time())
+        finally:
+            self._kick()
+
+    def _arm_timer(self, when: float) -> None:
+        h = self._timer_handle
+        if h is not None:
+            if self._timer_when is not None and self._timer_when <= when:
+                return
+            h.cancel()
+        self._timer_when = when
+        self._timer_handle = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        when = self._timer_when
+        self._timer_handle = None
+        self._timer_when = None
+        now = self._loop.time()
+        if when is not None and now < when:
+            now = when       # call_at may run up to one clock resolution early
+        self.core.now = now
+        try:
+            self.wheel.advance(now)
+        finally:
+            self._kick()       # a failing timer callback must not stall every other timer
+
+    def _kick(self) -> None:
+        """Re-arm the loop timer for the wheel's next expiry (after API calls / batches)."""
+        wheel = self.wheel
+        if wheel is None or self._closed:
+            return
+        nxt = wheel.next_expiry()
+        if nxt is not None:
+            self._arm_timer(nxt)
+
+    # ------------------------------------------------------------------ host integration (shared)
+    def _reserve_port(self, port: int) -> bool:
+        """Shared mode: a local port starts being used by us: bind a kernel socket to it (so the
+        kernel and other programs leave it alone) and add it to the RST guard."""
+        try:
+            self._ports.reserve("0.0.0.0", port)
+            if self._has_v6:
+                self._ports.reserve("::", port)
+        except OSError as exc:
+            self._ports.release(port)
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+        self._reservations[port] = True
+        try:
+            self._guard.add_port(port)
+        except BaseException:
+            self._release_port(port)
+            raise
+        return True
+
+    def _release_port(self, port: int) -> None:
+        self._reservations.pop(port, None)
+        if self._guard is not None:
+            try:
+                self._guard.remove_port(port)
+            except Exception:  # noqa: BLE001
+                log.exception("RstGuard.remove_port(%d)", port)
+        if self._ports is not None:
+            try:
+                self._ports.release(port)
+            except Exception:  # noqa: BLE001
+                log.exception("PortReservation.release(%d)", port)
+
+    def _neighbour_lookup(self, ip: bytes, done: Callable[[bytes | None], None]) -> None:
+        """Shared mode: ask the kernel's neighbour table (it resolves; we poll a few times)."""
+        loop = self._loop
+        from ..host import iface
+        ifindex = self._ifindex
+        attempts = [0]
+
+        def work() -> bytes | None:
+            return iface.resolve_neighbour(self.netns, ifindex, ip)
+
+        def finish(fut: asyncio.Future) -> None:
+            if self._closed:
+                return
+            try:
+                mac = fut.result()
+            except Exception:  # noqa: BLE001
+                log.exception("neighbour lookup for %s", ip.hex())
+                mac = None
+            if mac is None:
+                attempts[0] += 1
+                if attempts[0] < 30:       # ~1.5 s: the kernel's own ARP retries take 3 x 1 s max
+                    loop.call_later(0.005 * min(attempts[0], 10), start)
+                    return
+            done(_mac_bytes(mac) if mac is not None else None)
+            self._kick()
+
+        def start() -> None:
+            if not self._closed:
+                loop.run_in_executor(None, work).add_done_callback(finish)
+
+        start()
+
+    # ------------------------------------------------------------------ resolution helpers
+    async def _resolve(self, host: Any, port: Any, family: int = 0) -> list[tuple[bytes, int]]:
+        if port is None:
+            raise ValueError("port is required")
+        if isinstance(port, str):
+            port = socket.getservbyname(port, "tcp") if not port.isdigit() else int(port)
+        ip = _ip_bytes(host) if isinstance(host, str) else None
+        if ip is not None:
+            return [(ip, int(port))]
+        infos = await self._loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        out = []
+        for fam, _, _, _, sa in infos:
+            b = _ip_bytes(sa[0])
+            if b is not None and (b, sa[1]) not in out:
+                out.append((b, sa[1]))
+        if not out:
+            raise OSError(f"getaddrinfo({host!r}) returned empty list")
+        return out
+
+    # ------------------------------------------------------------------ client side
+    async def create_connection(self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: Any = None,
+                                port: Any = None, *, ssl: Any = None, family: int = 0, proto: int = 0,
+                                flags: int = 0, sock: Any = None, local_addr: Any = None,
+                                server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
+                                ssl_shutdown_timeout: float | None = None, happy_eyeballs_delay: float | None = None,
+                                interleave: int | None = None, all_errors: bool = False) -> tuple[Any, Any]:
+        loop = self._check_running()
+        if sock is not None:
+            raise ValueError("sock= cannot be used with an aiotcpstack Stack: the stack owns its own "
+                             "endpoints (pass host and port)")
+        if server_hostname is not None and not ssl:
+            raise ValueError("server_hostname is only meaningful with ssl")
+        if server_hostname is None and ssl:
+            server_hostname = host if isinstance(host, str) else ""
+        if ssl_handshake_timeout is not None and not ssl:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and not ssl:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if host is None or port is None:
+            raise ValueError("host and port was not specified and no sock specified")
+        targets = await self._resolve(host, port, family)
+        lip = lport = None
+        if local_addr is not None:
+            lhost, lport = local_addr[0], local_addr[1]
+            if lhost:
+                lip = _ip_bytes(lhost)
+                if lip is None:
+                    lip = (await self._resolve(lhost, lport or 0))[0][0]
+        if family in (socket.AF_INET, socket.AF_INET6):
+            want = 4 if family == socket.AF_INET else 16
+            targets = [t for t in targets if len(t[0]) == want] or targets
+        exceptions: list[BaseException] = []
+        transport = None
+        for rip, rport in targets:
+            try:
+                transport = await self._connect_one(loop, rip, rport, lip, lport)
+                break
+            except OSError as exc:
+                exceptions.append(exc)
+        if transport is None:
+            if len(exceptions) == 1 or all_errors is False and len({str(e) for e in exceptions}) == 1:
+                raise exceptions[0]
+            if all_errors:
+                raise ExceptionGroup("create_connection failed", exceptions)
+            raise OSError("Multiple exceptions: {}".format(", ".join(str(e) for e in exceptions)))
+        return await self._finish_connection(loop, transport, protocol_factory, ssl, server_hostname,
+                                             ssl_handshake_timeout, ssl_shutdown_timeout)
+
+    async def _connect_one(self, loop: asyncio.AbstractEventLoop, rip: bytes, rport: int,
+                           lip: bytes | None, lport: int | None) -> TcpTransport:
+        transport = TcpTransport(self, loop)
+        waiter = loop.create_future()
+        transport._established_waiter = waiter
+        conn = self.core.connect(rip, rport, transport, loop.time(), lip=lip, lport=lport)
+        transport._attach(conn)
+        self._transports.add(transport)
+        self._kick()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            transport._established_waiter = None
+            transport.abort()
+            raise
+        except OSError:
+            self._transports.discard(transport)
+            raise
+        transport._established_waiter = None
+        return transport
+
+    async def _finish_connection(self, loop: asyncio.AbstractEventLoop, transport: TcpTransport,
+                                 protocol_factory: Callable[[], Any], ssl: Any, server_hostname: str | None,
+                                 ssl_handshake_timeout: float | None, ssl_shutdown_timeout: float | None):
+        try:
+            protocol = protocol_factory()
+            waiter = loop.create_future()
+            if ssl:
+                import ssl as _ssl
+                from asyncio import sslproto
+                ctx = ssl if isinstance(ssl, _ssl.SSLContext) else _ssl.create_default_context()
+                ssl_proto = sslproto.SSLProtocol(loop, protocol, ctx, waiter, server_side=False,
+                                                 server_hostname=server_hostname,
+                                                 ssl_handshake_timeout=ssl_handshake_timeout,
+                                                 ssl_shutdown_timeout=ssl_shutdown_timeout)
+                transport._start(ssl_proto)
+                await waiter
+                return ssl_proto._app_transport, protocol
+            transport._start(protocol)
+            loop.call_soon(_set_result_unless_done, waiter)
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def open_connection(self, host: Any = None, port: Any = None, *, limit: int = 2 ** 16, **kwds: Any):
+        loop = self._check_running()
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await self.create_connection(lambda: protocol, host, port, **kwds)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, writer
+
+    # ------------------------------------------------------------------ server side
+    async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol], host: Any = None,
+                            port: Any = None, *, family: int = 0, flags: int = socket.AI_PASSIVE,
+                            sock: Any = None, backlog: int = 100, ssl: Any = None, reuse_address: Any = None,
+                            reuse_port: Any = None, keep_alive: Any = None, ssl_handshake_timeout: float | None = None,
+                            ssl_shutdown_timeout: float | None = None, start_serving: bool = True) -> Server:
+        loop = self._check_running()
+        if sock is not None:
+            raise ValueError("sock= cannot be used with an aiotcpstack Stack: the stack owns its own "
+                             "endpoints (pass host and port)")
+        if ssl is not None and not hasattr(ssl, "wrap_bio"):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        if ssl_handshake_timeout is not None and ssl is None:
+            raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+        if ssl_shutdown_timeout is not None and ssl is None:
+            raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+        if isinstance(port, str):
+            port = int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
+        port = int(port or 0)
+        if host is None or host == "" or host == []:
+            hosts: list[bytes | None] = [None]
+        else:
+            names = [host] if isinstance(host, str) else list(host)
+            hosts = []
+            for name in names:
+                if name in ("0.0.0.0", "::", ""):
+                    hosts.append(None)
+                    continue
+                b = _ip_bytes(name)
+                if b is None:
+                    b = (await self._resolve(name, port or 0, family))[0][0]
+                hosts.append(b)
+            if None in hosts:
+                hosts = [None]
+        config = self.core.config
+        if keep_alive:
+            config = config.with_options(keepalive=True)
+        else:
+            config = None
+        server = Server(self, loop, protocol_factory, ssl, backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
+        try:
+            for ip in hosts:
+                listener = self.core.listen(ip, port, backlog, server._accept, config)
+                if not port:
+                    port = listener.port      # several hosts: same port for all (like asyncio)
+                fam, addr = listener_sockaddr(listener.ip, listener.port)
+                server._add_listener(listener, fam, addr)
+                if listener.ip == b"" and self.core.local_v6:
+                    server._sockets.append(ServerSocket(socket.AF_INET6, ("::", listener.port, 0, 0)))
+        except BaseException:
+            server.close()
+            raise
+        self._servers.add(server)
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+    async def start_server(self, client_connected_cb: Callable[..., Any], host: Any = None, port: Any = None, *,
+                           limit: int = 2 ** 16, **kwds: Any) -> Server:
+        loop = self._check_running()
+
+        def factory() -> asyncio.StreamReaderProtocol:
+            reader = asyncio.StreamReader(limit=limit, loop=loop)
+            return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+        return await self.create_server(factory, host, port, **kwds)
+
+    def _server_closed(self, server: Server) -> None:
+        self._servers.discard(server)
+
+    def _transport_done(self, transport: TcpTransport) -> None:
+        self._transports.discard(transport)
+
+    # ------------------------------------------------------------------ introspection
+    def connections(self) -> list[dict[str, Any]]:
+        out = []
+        if self.core is None:
+            return out
+        for conn in self.core.connections():
+            try:
+                snap = dict(conn.snapshot())
+            except Exception:  # noqa: BLE001
+                snap = {"state": getattr(conn, "state", "?")}
+            lip, lport = conn.local
+            rip, rport = conn.remote
+            snap["local"] = sockaddr(lip, lport)
+            snap["remote"] = sockaddr(rip, rport)
+            out.append(snap)
+        return out
+
+    @property
+    def addresses(self) -> list[str]:
+        if self.core is None:
+            return [str(ipaddress.ip_address(a)) for a, _ in self._dedicated_addrs]
+        return [str(ipaddress.ip_address(a)) for a, _ in self.core.routing.addresses]
+
+    def __repr__(self) -> str:
+        mode = f"dedicated {self.address}" if self.dedicated else "shared"
+        return f"<aiotcpstack.Stack {self.interface} netns={self.netns} {mode}>"
+
+
+def _set_result_unless_done(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _addr_pair(item: Any) -> tuple[bytes, int]:
+    """Normalise what ``iface.discover`` reports for an address into ``(bytes, prefixlen)``."""
+    if isinstance(item, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return item.ip.packed, item.network.prefixlen
+    if isinstance(item, str):
+        i = ipaddress.ip_interface(item)
+        return i.ip.packed, i.network.prefixlen
+    if isinstance(item, tuple):
+        a, plen = item[0], item[1]
+        if isinstance(a, str):
+            a = ipaddress.ip_address(a).packed
+        elif isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            a = a.packed
+        return bytes(a), int(plen)
+    addr = getattr(item, "address", None) or getattr(item, "addr", None)
+    plen = getattr(item, "prefixlen", None)
+    if addr is not None and plen is not None:
+        return _addr_pair((addr, plen))
+    raise TypeError(f"cannot interpret interface address {item!r}")
+
+
+def _route_triple(r: Any) -> tuple[bytes, int, bytes | None] | None:
+    def b(x: Any) -> bytes | None:
+        if x is None or x == b"" or x == "":
+            return None
+        if isinstance(x, (bytes, bytearray)):
+            return bytes(x)
+        return ipaddress.ip_address(str(x)).packed
+    if isinstance(r, tuple):
+        dst, plen, gw = r[0], r[1], r[2] if len(r) > 2 else None
+    else:
+        dst = getattr(r, "dst", None)
+        plen = getattr(r, "prefixlen", None)
+        if plen is None:
+            plen = getattr(r, "dst_len", 0)
+        gw = getattr(r, "gateway", None)
+    dstb = b(dst)
+    gwb = b(gw)
+    if dstb is None:
+        fam_len = len(gwb) if gwb is not None else 4
+        dstb = b"\0" * fam_len
+        plen = 0
+    if gwb is None:
+        return None        # on-link routes come from the addresses
+    return dstb, int(plen or 0), gwb
+
+
+def _mac_bytes(mac: Any) -> bytes:
+    if isinstance(mac, (bytes, bytearray)) and len(mac) == 6:
+        return bytes(mac)
+    return bytes.fromhex(str(mac).replace(":", "").replace("-", ""))

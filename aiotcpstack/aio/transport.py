@@ -1,0 +1,394 @@
+"""``TcpTransport``: an ``asyncio.Transport`` over a :class:`TcpConnection` (it is the connection's
+``ConnectionHandler``).
+
+Behaviour follows asyncio's ``_SelectorSocketTransport`` so protocols cannot tell the difference:
+
+* ``connection_made`` is scheduled with ``call_soon`` (data that arrives before it runs is held and
+  delivered right after it); ``connection_lost`` is called exactly once, via ``call_soon``.
+* write flow control: the "write buffer" is what the kernel would not have accepted yet, i.e. the
+  connection's send queue beyond ``sndbuf``; above the high-water mark ``pause_writing()``, at or
+  below the low-water mark (on ACKs: ``tcp_send_space``) ``resume_writing()``.
+* ``close()``: stop reading, send what is queued, then FIN (the connection lingers in the core
+  until it is done, like an orphaned kernel socket); ``connection_lost(None)`` once the queue has
+  drained (or the connection ended).  ``abort()``: RST, ``connection_lost(None)``.
+* ``BufferedProtocol``: data is copied into ``get_buffer()`` and ``buffer_updated`` is called (as
+  asyncio's ``protocols._feed_data_to_buffered_proto``).
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from typing import Any
+
+log = logging.getLogger("aiotcpstack.aio")
+
+
+def ip_to_str(ip: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET6 if len(ip) == 16 else socket.AF_INET, ip)
+
+
+def sockaddr(ip: bytes, port: int) -> tuple:
+    if len(ip) == 16:
+        return (ip_to_str(ip), port, 0, 0)
+    return (ip_to_str(ip), port)
+
+
+def errno_exception(exc: BaseException | None, peer: tuple | None = None) -> BaseException | None:
+    """Give the connection's exceptions the errno the kernel would (``OSError.errno`` set)."""
+    if exc is None or not isinstance(exc, OSError) or exc.errno is not None:
+        return exc
+    if isinstance(exc, ConnectionRefusedError):
+        new: OSError = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused" if peer is None
+                                              else f"Connect call failed {peer!r}")
+    elif isinstance(exc, ConnectionResetError):
+        new = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    elif isinstance(exc, TimeoutError):
+        new = TimeoutError(errno.ETIMEDOUT, "Connection timed out" if peer is None
+                           else f"Connect call failed {peer!r}")
+    elif isinstance(exc, ConnectionAbortedError):
+        new = ConnectionAbortedError(errno.ECONNABORTED, "Software caused connection abort")
+    else:
+        return exc
+    new.__cause__ = exc.__cause__
+    return new
+
+
+class TcpTransport(asyncio.Transport):
+    #: ``loop.start_tls()`` / ``StreamWriter.start_tls()`` accept us (they swap the protocol with
+    #: ``set_protocol`` around ``pause_reading``/``resume_reading``, which we support)
+    _start_tls_compatible = True
+
+    def __init__(self, stack: Any, loop: asyncio.AbstractEventLoop, conn: Any = None,
+                 server: Any = None) -> None:
+        super().__init__(extra=None)
+        self._stack = stack
+        self._loop = loop
+        self._conn = conn
+        self._server = server
+        self._protocol: Any = None
+        self._buffered = False
+        self._made = False            # connection_made has run
+        self._pending: list[Any] = []  # events held until connection_made: bytes | "eof"
+        self._closing = False
+        self._lost = False            # connection_lost called (or scheduled)
+        self._conn_done = False       # tcp_closed seen
+        self._reading = True
+        self._writing_paused = False
+        self._high = 64 * 1024
+        self._low = 16 * 1024
+        self._established_waiter: asyncio.Future | None = None
+        self._eof_received = False
+        self._peer: tuple | None = None
+        self._sock: tuple | None = None
+        self._sndbuf = 0
+        self._sndbuf_max = 0
+
+    # ---------------------------------------------------------------- wiring (aio internal)
+    def _attach(self, conn: Any) -> None:
+        self._conn = conn
+        lip, lport = conn.local
+        rip, rport = conn.remote
+        self._sock = sockaddr(lip, lport)
+        self._peer = sockaddr(rip, rport)
+        cfg = getattr(conn, "config", None)
+        self._sndbuf = getattr(cfg, "sndbuf", 0) if cfg is not None else 0
+        self._sndbuf_max = max(self._sndbuf, getattr(cfg, "sndbuf_max", 0) if cfg is not None else 0)
+
+    def _start(self, protocol: Any) -> None:
+        """Set the protocol and schedule ``connection_made`` (like the selector transports)."""
+        self.set_protocol(protocol)
+        self._loop.call_soon(self._connection_made)
+
+    def _connection_made(self) -> None:
+        try:
+            self._protocol.connection_made(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "connection_made() failed")
+            return
+        self._made = True
+        if self._server is not None:
+            self._server._attach(self)
+        pending, self._pending = self._pending, []
+        for item in pending:
+            if self._lost:
+                break
+            if item == "eof":
+                self._deliver_eof()
+            elif isinstance(item, tuple):
+                self._call_lost(item[1])
+            else:
+                self._deliver(item)
+
+    # ---------------------------------------------------------------- ConnectionHandler
+    def tcp_established(self) -> None:
+        w = self._established_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def tcp_data(self, data: bytes) -> None:
+        if self._lost or self._closing:
+            return
+        if not self._made:
+            self._pending.append(bytes(data))
+            return
+        self._deliver(data)
+
+    def _deliver(self, data: Any) -> None:
+        try:
+            if self._buffered:
+                proto = self._protocol
+                mv = memoryview(data)
+                while mv:
+                    buf = proto.get_buffer(len(mv))
+                    n = len(buf)
+                    if not n:
+                        raise RuntimeError("get_buffer() returned an empty buffer")
+                    if n > len(mv):
+                        n = len(mv)
+                    buf[:n] = mv[:n]
+                    proto.buffer_updated(n)
+                    mv = mv[n:]
+            else:
+                self._protocol.data_received(bytes(data) if type(data) is not bytes else data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "data_received() failed")
+
+    def tcp_eof(self) -> None:
+        if self._lost or self._closing:
+            return
+        if not self._made:
+            self._pending.append("eof")
+            return
+        self._deliver_eof()
+
+    def _deliver_eof(self) -> None:
+        self._eof_received = True
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "eof_received() failed")
+            return
+        if not keep_open:
+            self.close()
+
+    def tcp_send_space(self) -> None:
+        if self._writing_paused and self.get_write_buffer_size() <= self._low:
+            self._writing_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler({
+                    "message": "protocol.resume_writing() failed", "exception": exc,
+                    "transport": self, "protocol": self._protocol})
+        if self._closing and not self._lost and self._queued() == 0:
+            self._call_lost(None)
+
+    def tcp_closed(self, exc: BaseException | None) -> None:
+        self._conn_done = True
+        exc = errno_exception(exc, self._peer)
+        if self._stack is not None:
+            self._stack._transport_done(self)
+        w = self._established_waiter
+        if w is not None and not w.done():
+            w.set_exception(exc if exc is not None else ConnectionResetError(errno.ECONNRESET, "Connection reset"))
+            self._lost = True
+            return
+        if self._lost:
+            return
+        if not self._made:
+            self._pending.append(("lost", exc))
+            return
+        self._call_lost(exc)
+
+    # ---------------------------------------------------------------- helpers
+    def _queued(self) -> int:
+        conn = self._conn
+        return conn.send_buffer_size if conn is not None else 0
+
+    def _now(self) -> float:
+        return self._loop.time()
+
+    def _call_lost(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        self._loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            if self._protocol is not None and self._made:
+                self._protocol.connection_lost(exc)
+        finally:
+            if self._server is not None:
+                self._server._detach(self)
+                self._server = None
+            self._stack_kick()
+
+    def _stack_kick(self) -> None:
+        if self._stack is not None:
+            self._stack._kick()
+
+    def _fatal(self, exc: BaseException, message: str) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler({"message": message, "exception": exc,
+                                               "transport": self, "protocol": self._protocol})
+        self._abort(exc)
+
+    def _abort(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        conn = self._conn
+        if conn is not None and not self._conn_done:
+            conn.abort(self._now())
+            self._stack_kick()
+        self._call_lost(exc)
+
+    # ---------------------------------------------------------------- BaseTransport
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._peer if self._peer is not None else default
+        if name == "sockname":
+            return self._sock if self._sock is not None else default
+        if name == "tcp_info":
+            conn = self._conn
+            return conn.snapshot() if conn is not None else default
+        if name == "connection":
+            return self._conn
+        if name == "stack":
+            return self._stack
+        if name == "socket":
+            return default
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._reading = False
+        conn = self._conn
+        if conn is not None and not self._conn_done:
+            conn.close(self._now())
+            self._stack_kick()
+        if not self._lost and (self._conn_done or self._queued() == 0):
+            self._call_lost(None)
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    # ---------------------------------------------------------------- ReadTransport
+    def is_reading(self) -> bool:
+        return self._reading and not self._closing
+
+    def pause_reading(self) -> None:
+        if self._closing or not self._reading:
+            return
+        self._reading = False
+        if self._conn is not None and not self._conn_done:
+            self._conn.set_reading(False, self._now())
+
+    def resume_reading(self) -> None:
+        if self._closing or self._reading:
+            return
+        self._reading = True
+        if self._conn is not None and not self._conn_done:
+            self._conn.set_reading(True, self._now())
+            self._stack_kick()
+
+    # ---------------------------------------------------------------- WriteTransport
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high = high
+        self._low = low
+        self._maybe_pause()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low, self._high)
+
+    def get_write_buffer_size(self) -> int:
+        """What a kernel socket would not have taken yet: the send queue beyond the socket's send
+        buffer, which grows with the congestion window like Linux's ``tcp_sndbuf_expand``
+        (``max(sndbuf, 2 * cwnd)`` capped at ``sndbuf_max``)."""
+        conn = self._conn
+        if conn is None:
+            return 0
+        limit = self._sndbuf
+        cc = getattr(conn, "cc", None)
+        if cc is not None:
+            grown = 2 * cc.cwnd
+            if grown > limit:
+                limit = grown if grown < self._sndbuf_max else self._sndbuf_max
+        q = conn.send_buffer_size - limit
+        return q if q > 0 else 0
+
+    def _maybe_pause(self) -> None:
+        if not self._writing_paused and self.get_write_buffer_size() > self._high:
+            self._writing_paused = True
+            try:
+                self._protocol.pause_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler({
+                    "message": "protocol.pause_writing() failed", "exception": exc,
+                    "transport": self, "protocol": self._protocol})
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._closing or self._conn_done:
+            # asyncio logs "socket.send() raised exception." after the connection is lost
+            return
+        self._conn.send(bytes(data) if type(data) is not bytes else data, self._now())
+        self._stack_kick()
+        self._maybe_pause()
+
+    _eof_written = False
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof_written:
+            return
+        self._eof_written = True
+        if self._conn is not None and not self._conn_done:
+            self._conn.shutdown(self._now())
+            self._stack_kick()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def abort(self) -> None:
+        self._closing = True
+        self._abort(None)
+
+    def __repr__(self) -> str:
+        state = "closing" if self._closing else "open"
+        return f"<TcpTransport {state} {self._sock} -> {self._peer}>"

@@ -1,0 +1,800 @@
+"""The sans-IO network core: frames in, frames out (``tcp_v4_rcv`` / ``ip_queue_xmit`` of the stack).
+
+``NetworkCore.receive(batch, now)`` is the softirq: for each ``(frame, csum_trusted)`` it parses
+Ethernet, answers ARP (and ICMP echo in dedicated mode), parses IPv4/IPv6, verifies (or trusts)
+the TCP checksum, and demultiplexes by 4-tuple (a dict lookup) to ``TcpConnection.on_segment``, or
+by ``(ip, port)`` to a listener.  After the batch, ``end_batch(now)`` runs once per connection that
+got segments (the prequeue's purpose: one delivery and one ACK decision per batch).
+
+Output: each connection gets a :class:`Route` whose bound ``output(hdr, payload)`` builds TCP
+(checksum in software, or partial with the link's checksum offload), the IP header, the
+Ethernet header (neighbour cache) and hands the frame to ``transmit``.  Payloads larger than one
+segment go out as one GSO super-frame on a vnet link, or are split in software.
+
+No clock, no sockets, no asyncio: ``now`` is passed in; host integration (kernel neighbour
+lookups, kernel port reservation) comes in as callbacks from ``aio/``.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import struct
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..mib import Counters
+from ..tcp.config import TcpConfig
+from ..wire import arp as _arp
+from ..wire import tcp as _tcp
+from ..wire.checksum import ones_sum as _ones_sum
+from ..wire.errors import ParseError
+from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
+from ..wire.ipv4 import build_ipv4_header, parse_ipv4
+from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
+from .demux import ANY, DemuxTable
+from .listen import Listener
+from .neighbour import REACHABLE, NeighbourEntry, NeighbourTable
+from .routing import RoutingTable
+
+log = logging.getLogger("aiotcpstack.ip")
+
+GSO_TCPV4 = 1
+GSO_TCPV6 = 4
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_ICMPV6 = 58
+ETH_HLEN = 14
+_ETH = struct.Struct("!6s6sH")
+_IP4 = struct.Struct("!BBHHHBBH4s4s")
+_LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
+_MASK32 = 0xFFFFFFFF
+#: largest TCP payload of one output() call so that IP total length stays <= 65535
+MAX_GSO_PAYLOAD = 65535 - 20 - 60
+
+Transmit = Callable[..., None]
+#: shared mode: ``neighbour_lookup(ip, done)``; ``done(mac | None)`` may be called later.
+NeighbourLookup = Callable[[bytes, Callable[[bytes | None], None]], None]
+
+
+def _tcp_api():
+    """The wire functions (imported late: the wire layer is written in parallel)."""
+    return _tcp.parse_tcp, _tcp.build_tcp, _tcp.verify_tcp_checksum, _tcp.encode_options
+
+
+class Route:
+    """Where one connection's segments go: addresses, next hop (neighbour entry), segment size.
+
+    ``output`` is the connection's ``output(hdr, payload)`` callback (a bound method: no closure
+    per segment).
+    """
+
+    __slots__ = ("core", "lip", "rip", "v6", "neigh", "mss", "peer_mss", "conn", "local")
+
+    def __init__(self, core: "NetworkCore", lip: bytes, rip: bytes, neigh: NeighbourEntry) -> None:
+        self.core = core
+        self.lip = lip
+        self.rip = rip
+        self.v6 = len(lip) == 16
+        self.local = rip in core.local_v4 or rip in core.local_v6   # to ourselves: loopback
+        self.neigh = neigh
+        self.mss = core.mss6 if self.v6 else core.mss4   # our side (link MTU)
+        self.peer_mss: int | None = None
+        self.conn: Any = None
+
+    def limit(self) -> int:
+        """Largest TCP header-options + payload size a segment may have (min of our link MSS and
+        the peer's advertised MSS, RFC 9293 3.7.1 Eff.snd.MSS before options)."""
+        mss = self.mss
+        pm = self.peer_mss
+        if pm is not None and pm < mss:
+            mss = pm
+        return mss
+
+    def seg_size(self, optlen: int) -> int:
+        """Payload bytes per segment: the connection's ``mss`` (Linux mss_cache), but never more
+        than fits the MTU / peer MSS with this segment's actual options (e.g. SACK blocks)."""
+        size = self.limit() - optlen
+        conn = self.conn
+        if conn is not None:
+            cm = getattr(conn, "mss", 0)
+            if cm and cm < size:
+                size = cm
+        return size if size > 8 else 8
+
+    def output(self, hdr: TcpHeader, payload: bytes | memoryview = b"") -> None:
+        self.core._tcp_output(self, hdr, payload)
+
+
+class NetworkCore:
+    """See the module docstring.  ``addresses``: ``[(addr_bytes, prefixlen), ...]``.
+
+    ``transmit(frame, gso_type=0, gso_size=0, csum_start=0, csum_offset=0)`` sends a frame
+    (``Link.send``).  ``vnet``: the link does GSO/checksum offload.  ``dedicated``: we own the
+    addresses (answer ARP/ICMP echo, RST anything unknown); shared mode (``dedicated=False``):
+    the kernel owns them, we only touch TCP ports we use (``reserve_port(port) -> bool`` /
+    ``release_port(port)`` are called when a local port starts / stops being used) and ask
+    ``neighbour_lookup`` for link-layer addresses.
+    """
+
+    def __init__(self, link_mac: bytes, mtu: int, addresses: Iterable[tuple[bytes, int]],
+                 counters: Counters | None, config: TcpConfig | None, wheel: Any, transmit: Transmit,
+                 now_fn: Callable[[], float] | None = None, *, vnet: bool = False, dedicated: bool = True,
+                 routes: Iterable[tuple[bytes, int, bytes | None]] = (),
+                 neighbour_lookup: NeighbourLookup | None = None,
+                 reserve_port: Callable[[int], bool] | None = None,
+                 release_port: Callable[[int], None] | None = None,
+                 secret: bytes = b"aiotcpstack", strict: bool = False,
+                 connection_factory: Callable[..., Any] | None = None) -> None:
+        self.mac = bytes(link_mac)
+        self.mtu = mtu
+        self.counters = counters if counters is not None else Counters()
+        self.config = config if config is not None else TcpConfig()
+        self.wheel = wheel
+        self.transmit = transmit
+        self.now_fn = now_fn
+        self.vnet = vnet
+        self.dedicated = dedicated
+        self.neighbour_lookup = neighbour_lookup
+        self.reserve_port = reserve_port
+        self.release_port = release_port
+        self.secret = bytes(secret)
+        self.strict = strict             # re-raise internal errors (tests) instead of logging them
+        self.connection_factory = connection_factory   # default: tcp.connection.TcpConnection
+        self.now = 0.0
+        self.routing = RoutingTable(addresses, routes)
+        self.local_v4: set[bytes] = {a for a, _ in self.routing.addresses if len(a) == 4}
+        self.local_v6: set[bytes] = {a for a, _ in self.routing.addresses if len(a) == 16}
+        self.demux = DemuxTable()
+        self.neigh = NeighbourTable(self.counters, self._solicit)
+        self.neigh.on_deadline = self._arm_neigh_timer
+        self._neigh_timer: Any = None
+        self._neigh_armed: float | None = None
+        self.routes: dict[Any, Route] = {}        # connection -> route
+        #: frames to our own addresses (the kernel's ``lo``): queued, and ``loopback_hook()`` is
+        #: called when the queue becomes non-empty so the driver (aio / sim) schedules
+        #: ``flush_loopback(now)`` soon -- never processed re-entrantly inside an output() call
+        self.loopback_hook: Callable[[], None] | None = None
+        self._loop_q: list[tuple[bytes, bool]] = []
+        self._touched: dict[Any, None] = {}
+        self._ident = 0
+        self._port_counter = 0
+        self._isn = None
+        self._csum_warned = False
+        default_mss = TcpConfig().mss
+        cfg_mss = self.config.mss
+        self.mss4 = mtu - 40 if cfg_mss == default_mss else min(cfg_mss, mtu - 40)
+        self.mss6 = mtu - 60 if cfg_mss == default_mss else min(cfg_mss, mtu - 60)
+        self.config4 = self.config.with_options(mss=self.mss4)
+        self.config6 = self.config.with_options(mss=self.mss6)
+        self.parse_tcp, self.build_tcp, self.verify_tcp_checksum, self.encode_options = _tcp_api()
+
+    # ------------------------------------------------------------------------------------------
+    # receive path
+    # ------------------------------------------------------------------------------------------
+    def receive(self, batch: list, now: float) -> None:
+        """Process one drained batch of ``(frame, csum_trusted)``; then ``end_batch`` once per
+        touched connection.
+
+        The common case -- an option-less IPv4 header addressed to our MAC -- is parsed inline
+        (one ``unpack_from``, the same checks as ``wire.ipv4.parse_ipv4``); everything else goes
+        through the wire parsers."""
+        self.now = now
+        counters = self.counters
+        touched = self._touched
+        mac = self.mac
+        local_v4 = self.local_v4
+        eth_unpack = _ETH.unpack_from
+        ip_unpack = _IP4.unpack_from
+        rx_tcp = self._rx_tcp
+        nframes = 0
+        for frame, trusted in batch:
+            nframes += 1
+            n = len(frame)
+            if n < ETH_HLEN:
+                counters["LinkInDrops"] += 1
+                continue
+            dst, src, ethertype = eth_unpack(frame)
+            if src == mac:       # our own (or the kernel's) outgoing frame seen by a tap
+                continue
+            try:
+                if ethertype == ETH_P_IP:
+                    if dst != mac:
+                        continue     # IPv4 broadcast/multicast: nothing for TCP
+                    mv = frame if type(frame) is memoryview else memoryview(frame)
+                    if n >= 34 and mv[14] == 0x45:
+                        _v, _tos, tot, _id, frag, _ttl, proto, _c, ipsrc, ipdst = ip_unpack(mv, 14)
+                        if tot < 20 or tot + 14 > n or (not trusted and _ones_sum(mv[14:34]) != 0xFFFF):
+                            counters["IpInHdrErrors"] += 1
+                            continue
+                        if ipdst not in local_v4:
+                            if self.dedicated:
+                                counters["IpInAddrErrors"] += 1
+                            continue
+                        counters["IpInReceives"] += 1
+                        if frag & 0x3FFF:               # MF or a fragment offset
+                            counters["IpReasmFails"] += 1
+                            continue
+                        if proto == IPPROTO_TCP:
+                            rx_tcp(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
+                        else:
+                            self._rx_ipv4(mv[14:], trusted, src, now, True)
+                    else:
+                        self._rx_ipv4(mv[14:], trusted, src, now)
+                elif ethertype == ETH_P_ARP:
+                    self._rx_arp(memoryview(frame)[14:], now)
+                elif ethertype == ETH_P_IPV6:
+                    if dst == mac or dst[0] & 1:
+                        self._rx_ipv6(memoryview(frame)[14:], trusted, src, now)
+            except Exception:
+                counters["StackErrors"] += 1
+                if self.strict:
+                    raise
+                log.exception("error processing a received frame")
+        counters["LinkInFrames"] += nframes
+        if touched:
+            self._touched = {}
+            for conn in touched:
+                try:
+                    conn.end_batch(now)
+                except Exception:
+                    counters["StackErrors"] += 1
+                    if self.strict:
+                        raise
+                    log.exception("error in end_batch")
+
+    def _rx_arp(self, payload: memoryview, now: float) -> None:
+        counters = self.counters
+        try:
+            pkt = _arp.parse_arp(payload)
+        except ParseError:
+            counters["LinkInDrops"] += 1
+            return
+        for_us = pkt.tpa in self.local_v4
+        if pkt.op == _arp.ARP_REQUEST:
+            counters["ArpInRequests"] += 1
+        elif pkt.op == _arp.ARP_REPLY:
+            counters["ArpInReplies"] += 1
+        else:
+            return
+        if pkt.spa != b"\x00\x00\x00\x00" and pkt.sha != mac_zero:
+            # Learn the sender (arp_process: create the entry when the request targets us,
+            # otherwise only refresh an existing one).
+            queued = self.neigh.update(pkt.spa, pkt.sha, now, create=for_us and self.routing.is_onlink(pkt.spa))
+            for item in queued:
+                self._send_queued(pkt.spa, item)
+        if for_us and pkt.op == _arp.ARP_REQUEST and self.dedicated:
+            reply = _arp.build_arp(_arp.arp_reply_to(pkt, self.mac))
+            counters["ArpOutReplies"] += 1
+            self.transmit(_ETH.pack(pkt.sha, self.mac, ETH_P_ARP) + reply)
+
+    def _rx_ipv4(self, buf: memoryview, trusted: bool, src_mac: bytes, now: float, counted: bool = False) -> None:
+        counters = self.counters
+        try:
+            ip, payload = parse_ipv4(buf, not trusted)
+        except ParseError:
+            counters["IpInHdrErrors"] += 1
+            return
+        if ip.dst not in self.local_v4:
+            if self.dedicated:
+                counters["IpInAddrErrors"] += 1
+            return
+        if not counted:
+            counters["IpInReceives"] += 1
+        if ip.mf or ip.frag_offset:
+            counters["IpReasmFails"] += 1
+            return
+        proto = ip.proto
+        if proto == IPPROTO_TCP:
+            self._rx_tcp(ip.src, ip.dst, payload, trusted, now)
+        elif proto == IPPROTO_ICMP and self.dedicated:
+            counters["IpInDelivers"] += 1
+            from .icmp_echo import echo_reply_v4
+            reply = echo_reply_v4(payload, counters)
+            if reply is not None:
+                self._send_l3_direct(src_mac, ETH_P_IP,
+                                     build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply),
+                                                       ident=self._next_ident(), df=False) + reply)
+        elif self.dedicated:
+            counters["IpInUnknownProtos"] += 1
+
+    def _rx_ipv6(self, buf: memoryview, trusted: bool, src_mac: bytes, now: float) -> None:
+        from ..wire.ipv6 import parse_ipv6
+        counters = self.counters
+        try:
+            ip, payload = parse_ipv6(buf)
+        except ParseError:
+            counters["Ip6InHdrErrors"] += 1
+            return
+        dst = ip.dst
+        nh = ip.next_header
+        if dst not in self.local_v6:
+            if nh == IPPROTO_ICMPV6 and dst[0] == 0xFF:
+                self._rx_icmpv6(ip, payload, src_mac, now)      # NDP to a multicast group
+            return
+        if ip.fragment:
+            counters["IpReasmFails"] += 1
+            return
+        if nh == IPPROTO_TCP:
+            self._rx_tcp(ip.src, dst, payload, trusted, now)
+        elif nh == IPPROTO_ICMPV6:
+            self._rx_icmpv6(ip, payload, src_mac, now)
+
+    def _rx_icmpv6(self, ip: Any, payload: memoryview, src_mac: bytes, now: float) -> None:
+        """NDP (RFC 4861: answer NS for our addresses in dedicated mode, learn from NS/NA) and
+        echo (dedicated mode)."""
+        from ..wire import icmp as _icmp
+        from ..wire.ipv6 import build_ipv6_header
+        counters = self.counters
+        try:
+            msg = _icmp.parse_icmpv6(payload, ip.src, ip.dst)
+        except ParseError:
+            counters["Icmp6InErrors"] += 1
+            return
+        t = msg.type
+        if t == 135 or t == 136:
+            if ip.hop_limit != 255:
+                return                       # RFC 4861 7.1.1: not from on-link
+            try:
+                nd = _icmp.parse_ndp(msg)
+            except ParseError:
+                counters["Icmp6InErrors"] += 1
+                return
+            target = nd.target
+            unspecified = ip.src == bytes(16)
+            if t == 135:
+                if target not in self.local_v6:
+                    return
+                if nd.source_lla and not unspecified:
+                    for item in self.neigh.update(ip.src, nd.source_lla, now):
+                        self._send_queued(ip.src, item)
+                if self.dedicated:
+                    if unspecified:         # DAD probe for our address: defend it
+                        dst, dmac, solicited = b"\xff\x02" + bytes(13) + b"\x01", b"\x33\x33\x00\x00\x00\x01", False
+                    else:
+                        dst, dmac, solicited = ip.src, nd.source_lla or src_mac, True
+                    na = _icmp.build_ndp_na(target, dst, target, self.mac, solicited=solicited, override=True)
+                    counters["Icmp6OutNeighborAdvertisements"] += 1
+                    self._send_l3_direct(dmac, ETH_P_IPV6,
+                                         build_ipv6_header(target, dst, IPPROTO_ICMPV6, len(na), 255) + na)
+            else:
+                if nd.target_lla:
+                    for item in self.neigh.update(target, nd.target_lla, now, create=False):
+                        self._send_queued(target, item)
+            return
+        if self.dedicated and ip.dst in self.local_v6:
+            from .icmp_echo import echo_reply_v6
+            reply = echo_reply_v6(payload, ip.src, ip.dst, counters)
+            if reply is not None:
+                self._send_l3_direct(src_mac, ETH_P_IPV6,
+                                     build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply)) + reply)
+
+    def _rx_tcp(self, src: bytes, dst: bytes, seg: memoryview, trusted: bool, now: float) -> None:
+        counters = self.counters
+        if not trusted and not self.verify_tcp_checksum(seg, src, dst):
+            counters["InCsumErrors"] += 1
+            counters["InErrs"] += 1
+            bad = counters["InCsumErrors"]
+            if not self.vnet and not self._csum_warned and bad >= 16 and bad > counters["InSegs"]:
+                self._csum_warned = True
+                log.warning("TCP checksum errors on a link without the vnet header: if the peer "
+                            "(e.g. a veth) uses checksum offload its frames carry partial checksums; "
+                            "use vnet=True or turn tx checksum offload off on the peer")
+            return
+        try:
+            hdr, payload = self.parse_tcp(seg)
+        except ParseError:
+            counters["InErrs"] += 1
+            return
+        lport = hdr.dst_port
+        conn = self.demux.conns.get((dst, lport, src, hdr.src_port))
+        if conn is not None:
+            counters["InSegs"] += 1
+            if hdr.flags & SYN and hdr.options.mss:
+                route = self.routes.get(conn)
+                if route is not None:
+                    route.peer_mss = hdr.options.mss
+            conn.on_segment(hdr, payload, now)
+            if conn.state == "CLOSED" and hdr.flags & SYN and not hdr.flags & (ACK | RST):
+                # a SYN that reopens a TIME_WAIT connection (Linux TCP_TW_SYN): the connection has
+                # released itself; the SYN goes to the listener
+                self._touched.pop(conn, None)
+                listener = self.demux.listener_for(dst, lport)
+                if listener is not None:
+                    listener.on_segment(dst, src, hdr, payload, now)
+                return
+            self._touched[conn] = None
+            return
+        listener = self.demux.listener_for(dst, lport)
+        if listener is not None:
+            counters["InSegs"] += 1
+            listener.on_segment(dst, src, hdr, payload, now)
+            return
+        if not self.dedicated and not self.demux.port_in_use(lport):
+            return               # shared mode: the kernel's port, not ours
+        counters["InSegs"] += 1
+        self.send_reset(dst, src, hdr, len(payload))
+
+    # ------------------------------------------------------------------------------------------
+    # resets for segments that match nothing (RFC 9293 3.10.7.1)
+    # ------------------------------------------------------------------------------------------
+    def send_reset(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload_len: int) -> None:
+        flags = hdr.flags
+        if flags & RST:
+            return           # never answer a RST
+        rst_for = None
+        try:
+            from ..tcp import connection as _conn_mod
+            rst_for = getattr(_conn_mod, "rst_for", None)
+        except ImportError:
+            pass
+        if rst_for is not None:
+            rst = rst_for(hdr, payload_len)
+            if rst is None:
+                return
+        elif flags & ACK:
+            rst = TcpHeader(hdr.dst_port, hdr.src_port, hdr.ack, 0, RST)
+        else:
+            seg_len = payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+            rst = TcpHeader(hdr.dst_port, hdr.src_port, 0, (hdr.seq + seg_len) & _MASK32, RST | ACK)
+        self.counters["OutRsts"] += 1
+        self.counters["OutSegs"] += 1
+        route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        self._tcp_output(route, rst, b"")
+
+    # ------------------------------------------------------------------------------------------
+    # transmit path
+    # ------------------------------------------------------------------------------------------
+    def _next_ident(self) -> int:
+        self._ident = i = (self._ident + 1) & 0xFFFF
+        return i
+
+    def _next_hop(self, rip: bytes) -> bytes:
+        try:
+            return self.routing.next_hop(rip)
+        except OSError:
+            return rip
+
+    def _tcp_output(self, route: Route, hdr: TcpHeader, payload: bytes | memoryview) -> None:
+        n = len(payload)
+        counters = self.counters
+        if n:
+            conn = route.conn
+            cm = getattr(conn, "mss", 0) if conn is not None else 0
+            if n <= cm:
+                # conn.mss already has the timestamp option subtracted; only SACK blocks can
+                # make a segment of that size too big (Linux shrinks mss_now for them)
+                if not hdr.options.sack_blocks or n + 40 <= route.limit():
+                    self._emit(route, hdr, payload, 0)
+                    return
+            elif not cm and n + 40 <= route.limit():
+                self._emit(route, hdr, payload, 0)      # fits whatever the options are
+                return
+            optlen = len(self.encode_options(hdr.options)) if hdr.options is not _tcp.NO_OPTIONS else 0
+            size = route.seg_size(optlen)
+            if n > size:
+                if self.vnet:
+                    self._emit(route, hdr, payload, size)
+                    return
+                flags = hdr.flags
+                last_flags = flags
+                mid_flags = flags & ~(FIN | PSH)
+                seq = hdr.seq
+                mv = payload if type(payload) is memoryview else memoryview(payload)
+                for off in range(0, n, size):
+                    end = off + size
+                    h = TcpHeader(hdr.src_port, hdr.dst_port, (seq + off) & _MASK32, hdr.ack,
+                                  last_flags if end >= n else mid_flags, hdr.window, hdr.options,
+                                  0, hdr.urgent)
+                    self._emit(route, h, mv[off:end], 0)
+                return
+        self._emit(route, hdr, payload, 0)
+
+    def _emit(self, route: Route, hdr: TcpHeader, payload: bytes | memoryview, gso_size: int) -> None:
+        lip = route.lip
+        rip = route.rip
+        if route.local:
+            self._emit_local(route, hdr, payload)
+            return
+        vnet = self.vnet
+        seg = self.build_tcp(hdr, payload, lip, rip, "partial" if vnet else "full")
+        self.counters["IpOutRequests"] += 1
+        if route.v6:
+            from ..wire.ipv6 import build_ipv6_header
+            iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg))
+            ethertype = ETH_P_IPV6
+            gso_type = GSO_TCPV6 if gso_size else 0
+        else:
+            iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), 64, self._next_ident(), True)
+            ethertype = ETH_P_IP
+            gso_type = GSO_TCPV4 if gso_size else 0
+        e = route.neigh
+        if e.state is REACHABLE and self.now - e.confirmed <= self.neigh.reachable_time:
+            # fast path: resolved and fresh -> one copy into the frame
+            eth = e.eth_cache.get(ethertype)
+            if eth is None:
+                eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, self.mac, ethertype)
+            if vnet:
+                self.transmit(b"".join((eth, iph, seg)), gso_type, gso_size, ETH_HLEN + len(iph), 16)
+            else:
+                self.transmit(b"".join((eth, iph, seg)))
+        elif vnet:
+            self._send_l3(e, ethertype, iph + seg, gso_type, gso_size, ETH_HLEN + len(iph), 16)
+        else:
+            self._send_l3(e, ethertype, iph + seg, 0, 0, 0, 0)
+
+    def _emit_local(self, route: Route, hdr: TcpHeader, payload: bytes | memoryview) -> None:
+        """Loopback: the segment goes back into our own receive path (checksums trusted, like
+        ``lo``), from the driver's next turn."""
+        lip = route.lip
+        rip = route.rip
+        seg = self.build_tcp(hdr, payload, lip, rip, "none")
+        self.counters["IpOutRequests"] += 1
+        if route.v6:
+            from ..wire.ipv6 import build_ipv6_header
+            frame = b"".join((_ETH.pack(self.mac, _LO_MAC, ETH_P_IPV6),
+                              build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg)), seg))
+        else:
+            frame = b"".join((_ETH.pack(self.mac, _LO_MAC, ETH_P_IP),
+                              build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), 64, self._next_ident(), True), seg))
+        q = self._loop_q
+        q.append((frame, True))
+        if len(q) == 1 and self.loopback_hook is not None:
+            self.loopback_hook()
+
+    def flush_loopback(self, now: float) -> None:
+        """Process the frames our own output addressed to ourselves (one batch)."""
+        q = self._loop_q
+        if q:
+            self._loop_q = []
+            self.receive(q, now)
+
+    def _send_l3(self, e: NeighbourEntry, ethertype: int, l3: bytes, gso_type: int = 0, gso_size: int = 0,
+                 csum_start: int = 0, csum_offset: int = 0) -> None:
+        mac = self.neigh.resolve(e, self._now(), (ethertype, l3, gso_type, gso_size, csum_start, csum_offset))
+        if mac is None:
+            return               # queued until resolved
+        eth = e.eth_cache.get(ethertype)
+        if eth is None:
+            eth = e.eth_cache[ethertype] = _ETH.pack(mac, self.mac, ethertype)
+        if csum_start:
+            self.transmit(eth + l3, gso_type, gso_size, csum_start, csum_offset)
+        else:
+            self.transmit(eth + l3)
+
+    def _send_l3_direct(self, dst_mac: bytes, ethertype: int, l3: bytes) -> None:
+        self.transmit(_ETH.pack(dst_mac, self.mac, ethertype) + l3)
+
+    def _send_queued(self, ip: bytes, item: tuple) -> None:
+        e = self.neigh.entries.get(ip)
+        if e is not None and e.mac is not None:
+            ethertype, l3, gso_type, gso_size, csum_start, csum_offset = item
+            eth = e.eth_cache.get(ethertype)
+            if eth is None:
+                eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, self.mac, ethertype)
+            if csum_start:
+                self.transmit(eth + l3, gso_type, gso_size, csum_start, csum_offset)
+            else:
+                self.transmit(eth + l3)
+
+    def _now(self) -> float:
+        if self.now_fn is not None:
+            return self.now_fn()
+        return self.now
+
+    # -- neighbour resolution --------------------------------------------------------------------
+    def _solicit(self, ip: bytes, known_mac: bytes | None) -> None:
+        if self.neighbour_lookup is not None:
+            self.neighbour_lookup(ip, lambda mac, ip=ip: self.neighbour_result(ip, mac))
+            return
+        if len(ip) == 16:
+            self._solicit_v6(ip, known_mac)
+            return
+        try:
+            spa = self.routing.source_for(ip)
+        except OSError:
+            return
+        self.counters["ArpOutRequests"] += 1
+        pkt = _arp.build_arp(_arp.arp_request(self.mac, spa, ip))
+        self.transmit(_ETH.pack(known_mac or BROADCAST, self.mac, ETH_P_ARP) + pkt)
+
+    def _solicit_v6(self, ip: bytes, known_mac: bytes | None) -> None:
+        """Neighbor Solicitation (RFC 4861 7.2.2): to the solicited-node group, or unicast when
+        refreshing a known entry."""
+        from ..wire import icmp as _icmp
+        from ..wire.ethernet import ipv6_multicast_mac
+        from ..wire.ipv6 import build_ipv6_header
+        try:
+            src = self.routing.source_for(ip)
+        except OSError:
+            return
+        dst = ip if known_mac else _icmp.solicited_node_multicast(ip)
+        ns = _icmp.build_ndp_ns(src, dst, ip, self.mac)
+        self.counters["Icmp6OutNeighborSolicits"] += 1
+        self._send_l3_direct(known_mac or ipv6_multicast_mac(dst), ETH_P_IPV6,
+                             build_ipv6_header(src, dst, IPPROTO_ICMPV6, len(ns), 255) + ns)
+
+    def neighbour_result(self, ip: bytes, mac: bytes | None, now: float | None = None) -> None:
+        """The answer of a shared-mode ``neighbour_lookup`` (None: unresolved)."""
+        now = self._now() if now is None else now
+        if mac is None:
+            self.neigh.failed(ip, now)
+            return
+        for item in self.neigh.update(ip, mac, now):
+            self._send_queued(ip, item)
+
+    def _arm_neigh_timer(self, when: float) -> None:
+        if self.wheel is None:
+            return
+        if self._neigh_timer is None:
+            from ..tcp.timer_wheel import Timer
+            self._neigh_timer = Timer(self._on_neigh_timer)
+        if self._neigh_armed is None or when < self._neigh_armed:
+            self._neigh_armed = when
+            self.wheel.arm(self._neigh_timer, when)
+
+    def _on_neigh_timer(self, now: float | None = None) -> None:
+        now = self._now() if now is None else now
+        self._neigh_armed = None
+        self.neigh.on_timer(now)
+        nxt = self.neigh.next_deadline()
+        if nxt is not None:
+            self._arm_neigh_timer(max(nxt, now))
+
+    # ------------------------------------------------------------------------------------------
+    # connections, listeners, ports
+    # ------------------------------------------------------------------------------------------
+    def _isn_gen(self):
+        if self._isn is None:
+            from ..tcp.isn import IsnGenerator
+            self._isn = IsnGenerator(self.secret)
+        return self._isn
+
+    def _ts_offset(self, lip: bytes, lport: int, rip: bytes, rport: int) -> int:
+        gen = self._isn_gen()
+        if hasattr(gen, "ts_offset"):
+            return gen.ts_offset(lip, rip)       # per address pair, like Linux's tsoffset
+        h = hashlib.blake2b(lip + rip + struct.pack("!HH", lport, rport), digest_size=4,
+                            key=self.secret[:64], person=b"tsoff")
+        return int.from_bytes(h.digest(), "big")
+
+    def config_for(self, ip: bytes, config: TcpConfig | None = None) -> TcpConfig:
+        if config is None:
+            return self.config6 if len(ip) == 16 else self.config4
+        mss = self.mss6 if len(ip) == 16 else self.mss4
+        return config if config.mss <= mss else config.with_options(mss=mss)
+
+    def new_connection(self, lip: bytes, lport: int, rip: bytes, rport: int, handler: Any, now: float,
+                       config: TcpConfig | None = None, peer_syn: TcpHeader | None = None) -> Any:
+        """Create a connection for the 4-tuple, with its route, and put it in the demux table."""
+        TcpConnection = self.connection_factory
+        if TcpConnection is None:
+            from ..tcp.connection import TcpConnection
+            self.connection_factory = TcpConnection
+        lip = bytes(lip)
+        rip = bytes(rip)
+        key = (lip, lport, rip, rport)
+        if key in self.demux.conns:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        self._use_port(lport)
+        route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        if peer_syn is not None and peer_syn.options.mss:
+            route.peer_mss = peer_syn.options.mss
+        iss = self._isn_gen().isn(lip, lport, rip, rport, now)
+        try:
+            conn = TcpConnection(config=self.config_for(rip, config), wheel=self.wheel, counters=self.counters,
+                                 local=(lip, lport), remote=(rip, rport), iss=iss, output=route.output,
+                                 handler=handler, release=self._release,
+                                 ts_offset=self._ts_offset(lip, lport, rip, rport), now=now)
+        except BaseException:
+            self._unuse_port(lport)
+            raise
+        route.conn = conn
+        self.routes[conn] = route
+        self.demux.conns[key] = conn
+        return conn
+
+    def connect(self, rip: bytes, rport: int, handler: Any, now: float, lip: bytes | None = None,
+                lport: int | None = None, config: TcpConfig | None = None) -> Any:
+        """Active open: allocate the local side, create the connection and send the SYN."""
+        self.now = now
+        rip = bytes(rip)
+        if lip is None or lip == ANY:
+            lip = self.routing.source_for(rip)
+        elif lip not in self.local_v4 and lip not in self.local_v6:
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        self.routing.lookup(rip)          # ENETUNREACH early
+        if not lport:
+            lport = self.allocate_port(lip, rip, rport)
+            conn = self.new_connection(lip, lport, rip, rport, handler, now, config)
+            self._unuse_port(lport)      # allocate_port took a provisional reference
+        else:
+            conn = self.new_connection(lip, lport, rip, rport, handler, now, config)
+        conn.connect(now)
+        return conn
+
+    def allocate_port(self, lip: bytes, rip: bytes, rport: int) -> int:
+        """An ephemeral port for ``(lip, ?, rip, rport)`` (RFC 6056 algorithm 3 flavour: a keyed
+        hash of the destination plus a counter, then a linear probe).  Returns with one port
+        reference held (the caller drops it once the connection holds its own)."""
+        lo, hi = self.config.ephemeral_ports
+        span = hi - lo + 1
+        h = hashlib.blake2b(lip + rip + struct.pack("!H", rport), digest_size=4, key=self.secret[:64],
+                            person=b"eport")
+        start = int.from_bytes(h.digest(), "big") + self._port_counter
+        conns = self.demux.conns
+        listeners = self.demux.listeners
+        users = self.demux.port_users
+        for i in range(span):
+            port = lo + (start + i) % span
+            if (lip, port, rip, rport) in conns or (lip, port) in listeners or (ANY, port) in listeners:
+                continue
+            if port in users:
+                continue      # prefer fresh ports (keeps kernel reservations one per connection)
+            if not self._use_port(port, probe=True):
+                continue
+            self._port_counter += i + 1
+            return port
+        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+
+    def _use_port(self, port: int, probe: bool = False) -> bool:
+        users = self.demux.port_users
+        n = users.get(port, 0)
+        if n == 0 and self.reserve_port is not None:
+            if not self.reserve_port(port):
+                if probe:
+                    return False
+                raise OSError(errno.EADDRINUSE, "Address already in use")
+        users[port] = n + 1
+        return True
+
+    def _unuse_port(self, port: int) -> None:
+        users = self.demux.port_users
+        n = users.get(port, 0) - 1
+        if n > 0:
+            users[port] = n
+            return
+        users.pop(port, None)
+        if self.release_port is not None:
+            self.release_port(port)
+
+    def _release(self, conn: Any) -> None:
+        """``TcpConnection`` is CLOSED for good: drop it from the demux table (once)."""
+        route = self.routes.pop(conn, None)
+        if route is None:
+            return
+        lip, lport = conn.local
+        rip, rport = conn.remote
+        key = (lip, lport, rip, rport)
+        if self.demux.conns.get(key) is conn:
+            del self.demux.conns[key]
+        self._touched.pop(conn, None)
+        self._unuse_port(lport)
+
+    def listen(self, lip: bytes | None, port: int, backlog: int, on_accept: Callable[[Any], Any],
+               config: TcpConfig | None = None) -> Listener:
+        lip = ANY if lip is None else bytes(lip)
+        if lip != ANY and lip not in self.local_v4 and lip not in self.local_v6:
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        listeners = self.demux.listeners
+        if port:
+            if self.demux.listen_conflict(lip, port):
+                raise OSError(errno.EADDRINUSE, "Address already in use")
+            self._use_port(port)
+        else:
+            port = self.allocate_port(lip if lip != ANY else b"\0\0\0\0", b"\0\0\0\0", 0)
+        listener = Listener(self, lip, port, backlog, on_accept, config)
+        listeners[(lip, port)] = listener
+        return listener
+
+    def remove_listener(self, listener: Listener) -> None:
+        key = (listener.ip, listener.port)
+        if self.demux.listeners.get(key) is listener:
+            del self.demux.listeners[key]
+            self._unuse_port(listener.port)
+
+    def connections(self) -> list[Any]:
+        return list(self.demux.conns.values())
+
+
+mac_zero = b"\x00" * 6

@@ -1,0 +1,104 @@
+"""Next-hop selection: on-link vs gateway (the tiny FIB of one interface).
+
+The stack owns exactly one interface, so the routing table is the interface's own prefixes
+(on-link, like the kernel's ``proto kernel scope link`` routes) plus the routes that point out of
+it (usually a default route via a gateway).  Lookups happen once per connection (the result is
+cached on the connection's :class:`~aiotcpstack.ip.core.Route`), never per segment, so a
+longest-prefix match over a short list is fine.
+"""
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+def _to_int(addr: bytes) -> int:
+    return int.from_bytes(addr, "big")
+
+
+def _mask(prefixlen: int, bits: int) -> int:
+    return ((1 << bits) - 1) ^ ((1 << (bits - prefixlen)) - 1) if prefixlen else 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    dst: bytes              # network address (4 or 16 bytes)
+    prefixlen: int
+    gateway: bytes | None   # None: on-link
+    src: bytes | None = None  # preferred source address (the interface address of that prefix)
+
+    def matches(self, addr: bytes) -> bool:
+        if len(addr) != len(self.dst):
+            return False
+        bits = 8 * len(addr)
+        m = _mask(self.prefixlen, bits)
+        return (_to_int(addr) & m) == (_to_int(self.dst) & m)
+
+
+class RoutingTable:
+    """``addresses``: the interface's own ``(address, prefixlen)`` pairs (v4 and v6);
+    ``routes``: extra ``(dst, prefixlen, gateway)`` entries (``gateway`` None = on-link)."""
+
+    def __init__(self, addresses: Iterable[tuple[bytes, int]] = (),
+                 routes: Iterable[tuple[bytes, int, bytes | None]] = ()) -> None:
+        self.addresses: list[tuple[bytes, int]] = []
+        self.entries: list[RouteEntry] = []
+        for addr, plen in addresses:
+            self.add_address(addr, plen)
+        for dst, plen, gw in routes:
+            self.add_route(dst, plen, gw)
+
+    # -- configuration -------------------------------------------------------------------------
+    def add_address(self, addr: bytes, prefixlen: int) -> None:
+        addr = bytes(addr)
+        self.addresses.append((addr, prefixlen))
+        bits = 8 * len(addr)
+        net = (_to_int(addr) & _mask(prefixlen, bits)).to_bytes(len(addr), "big")
+        self.entries.append(RouteEntry(net, prefixlen, None, addr))
+        self._sort()
+
+    def add_route(self, dst: bytes, prefixlen: int, gateway: bytes | None, src: bytes | None = None) -> None:
+        self.entries.append(RouteEntry(bytes(dst), prefixlen, bytes(gateway) if gateway else None, src))
+        self._sort()
+
+    def _sort(self) -> None:
+        # longest prefix first; on-link before gateway routes of the same length
+        self.entries.sort(key=lambda e: (-e.prefixlen, e.gateway is not None))
+
+    # -- queries -------------------------------------------------------------------------------
+    def is_local(self, addr: bytes) -> bool:
+        return any(a == addr for a, _ in self.addresses)
+
+    def lookup(self, dst: bytes) -> RouteEntry:
+        """The best route to ``dst``; ``OSError(ENETUNREACH)`` when there is none."""
+        for e in self.entries:
+            if e.matches(dst):
+                return e
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    def next_hop(self, dst: bytes) -> bytes:
+        """The address whose link-layer address frames to ``dst`` go to (``dst`` itself when
+        on-link, else the gateway)."""
+        e = self.lookup(dst)
+        return e.gateway if e.gateway is not None else bytes(dst)
+
+    def is_onlink(self, addr: bytes) -> bool:
+        try:
+            return self.lookup(addr).gateway is None
+        except OSError:
+            return False
+
+    def source_for(self, dst: bytes) -> bytes:
+        """The local address to use towards ``dst`` (the address of the matching prefix, else the
+        first address of the same family)."""
+        for e in self.entries:
+            if e.src is not None and e.matches(dst):
+                return e.src
+        for a, _ in self.addresses:
+            if len(a) == len(dst) and not (len(a) == 16 and a[:2] == b"\xfe\x80"):
+                return a
+        for a, _ in self.addresses:
+            if len(a) == len(dst):
+                return a
+        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")

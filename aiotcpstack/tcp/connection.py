@@ -1,0 +1,1713 @@
+"""One TCP connection, sans-IO (RFC 9293, with Linux's choices where the RFC leaves room).
+
+The connection never reads a clock or touches a socket: every entry point takes ``now`` (seconds,
+float), segments go out through ``output(hdr, payload)``, timers are four preallocated
+:class:`~aiotcpstack.tcp.timer_wheel.Timer` objects re-armed in place on the stack's shared wheel
+(retransmit/zero-window probe, delayed ACK, keepalive/FIN_WAIT2, TIME_WAIT), and the layer above
+hears about events through a :class:`~aiotcpstack.tcp.handler.ConnectionHandler`.
+
+Receive path (Linux ``tcp_v4_do_rcv``):
+
+* ``on_segment`` first tries header prediction (``tcp_rcv_established``'s fast path: ESTABLISHED,
+  expected sequence number, only ACK/PSH, same window, no SACK blocks, nothing out of order, not
+  in loss recovery), which handles a pure ACK or in-order data without the general machinery;
+* otherwise the general state machine runs (``tcp_rcv_synsent_state_process`` for SYN_SENT,
+  ``tcp_rcv_state_process`` for the rest, following RFC 9293 3.10.7.4's order: PAWS, sequence
+  check, RST, SYN, ACK, data, FIN);
+* data and ACKs are coalesced per batch: ``on_segment`` only queues; ``end_batch(now)`` hands the
+  in-order bytes to ``handler.tcp_data`` once (joined), then EOF, then write space, then sends what
+  the windows allow, then at most one pending ACK (RFC 9293 MUST-58/59: aggregate ACKs, process
+  everything queued before acknowledging).
+
+Semantics chosen where the contract leaves room (documented for ``aio/``):
+
+* ``tcp_closed(exc)`` is called exactly once: ``None`` after an orderly close (our FIN acked
+  after ``close()``, or both FINs exchanged), also after ``abort()`` and after ``close()`` with unread
+  data (RST sent) -- asyncio's ``transport.abort()`` also ends in ``connection_lost(None)``;
+  ``ConnectionRefusedError`` for a RST answering our SYN, ``ConnectionResetError`` for a RST
+  later, ``TimeoutError`` when SYN retries, retransmissions (retries2), zero-window probes,
+  keepalive probes or the user timeout are exhausted.
+* ``release(conn)`` is called exactly once when the connection may leave the demux table:
+  TIME_WAIT expired, LAST_ACK/CLOSING finished without TIME_WAIT, reset, abort, timeout.  A SYN
+  that may reopen a TIME_WAIT connection (Linux ``TCP_TW_SYN``) also releases it: ``ip/`` should
+  look at ``conn.state == "CLOSED"`` after ``on_segment`` of a SYN and hand the SYN to the listener.
+* ``send_buffer_size`` counts bytes queued and not yet acknowledged (Linux ``sk_wmem_queued``).
+* ``mss`` is the payload bytes per segment (MSS minus option bytes, like Linux ``mss_cache``);
+  a payload given to ``output`` longer than ``mss`` (TSO, ``config.tso_segs > 1``) must be split
+  by ``ip/`` at ``conn.mss`` bytes, each piece with the same header except seq (and FIN/PSH only on
+  the last piece).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpHeader, TcpOptions
+from . import state as S
+from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
+from .receive_buffer import OutOfOrderQueue
+from .sack import SackScoreboard
+from .send_buffer import SendBuffer
+from .seq import seq_ge, seq_gt, seq_le, seq_lt, seq_max
+from .timer_wheel import Timer
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+
+CLOSED = S.CLOSED
+LISTEN = S.LISTEN
+SYN_SENT = S.SYN_SENT
+SYN_RECEIVED = S.SYN_RECEIVED
+ESTABLISHED = S.ESTABLISHED
+FIN_WAIT_1 = S.FIN_WAIT_1
+FIN_WAIT_2 = S.FIN_WAIT_2
+CLOSE_WAIT = S.CLOSE_WAIT
+CLOSING = S.CLOSING
+LAST_ACK = S.LAST_ACK
+TIME_WAIT = S.TIME_WAIT
+
+# Congestion-avoidance states (Linux icsk_ca_state)
+CA_OPEN = 0
+CA_RECOVERY = 3
+CA_LOSS = 4
+
+PAWS_24DAYS = 24 * 86400.0          # RFC 7323 5.5: TS.Recent older than this is invalid
+TCP_MAX_QUICKACKS = 16              # Linux
+FLAGS_HP_MASK = ~PSH & 0xFF         # header prediction: only ACK (and PSH) may be set
+
+
+def rst_for(hdr: TcpHeader, payload_len: int) -> TcpHeader | None:
+    """The reset to send for ``hdr`` arriving for no connection (RFC 9293 3.10.7.1, CLOSED state).
+
+    Never answers a RST.  If the segment has ACK: ``<SEQ=SEG.ACK><CTL=RST>``; otherwise
+    ``<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`` where SEG.LEN counts SYN and FIN.  Ports are
+    swapped; ``ip/`` swaps the addresses."""
+    flags = hdr.flags
+    if flags & RST:
+        return None
+    if flags & ACK:
+        return TcpHeader(hdr.dst_port, hdr.src_port, hdr.ack, 0, RST, 0)
+    seg_len = payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    return TcpHeader(hdr.dst_port, hdr.src_port, 0, (hdr.seq + seg_len) & MASK, RST | ACK, 0)
+
+
+def _new_rtt(config):
+    from .rtt import RttEstimator
+    return RttEstimator.from_config(config)
+
+
+def _new_cc(config, mss: int, now: float):
+    """The congestion-control instance named by ``config.congestion_control`` (tcp/congestion/)."""
+    from .congestion import registry
+    return registry.get(config.congestion_control)(mss=mss, initial_cwnd=config.initial_cwnd, now=now)
+
+
+class TcpConnection:
+    """One TCP connection: see the module docstring and ``docs/contracts.md``."""
+
+    __slots__ = (
+        # identity and plumbing
+        "config", "wheel", "counters", "local", "remote", "lport", "rport", "output", "handler",
+        "release", "ts_offset", "state", "passive", "_is_v6",
+        # send sequence space (RFC 9293 3.3.1)
+        "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_wnd_field", "snd_wl1", "snd_wl2",
+        "max_snd_wnd", "snd_wscale", "sndbuf", "fin_queued", "fin_sent", "fin_seq", "snd_sml",
+        # receive sequence space
+        "irs", "rcv_nxt", "rcv_adv", "rcv_wup", "rcv_wscale", "rcvbuf", "rcv_mss", "last_ack_sent",
+        "rx", "rx_unread", "ofo", "eof_pending", "eof_delivered", "reading", "rcv_closed",
+        # negotiated options
+        "mss", "peer_mss", "ts_ok", "ts_recent", "ts_recent_stamp", "sack_ok", "ws_ok",
+        # reliability
+        "rtt", "cc", "sb", "ca_state", "dupacks", "reno_sacked", "recovery_point", "high_rxt",
+        "lost_end", "force_rtx", "n_rtx", "retransmits", "rtt_seq", "rtt_time", "last_progress",
+        "probe_mode", "probes_out", "persist_backoff",
+        # ACK policy
+        "ack_pending", "quick", "ato", "lrcvtime", "dsack",
+        # timers
+        "_t_rtx", "_t_dack", "_t_ka", "_t_tw",
+        # misc
+        "ka_probes", "last_rcv_time", "chal_window", "chal_count", "closed_by_app", "_notified",
+        "_released", "send_space_pending", "bytes_acked", "bytes_received", "rcvq_time",
+        "rcvq_copied", "_syn_time", "last_send",
+    )
+
+    def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], remote: tuple[bytes, int],
+                 iss: int, output: Callable[[TcpHeader, bytes | memoryview], None], handler=None,
+                 release: Callable[["TcpConnection"], None] | None = None, ts_offset: int = 0,
+                 now: float = 0.0) -> None:
+        self.config = config
+        self.wheel = wheel
+        self.counters = counters
+        self.local = local
+        self.remote = remote
+        self.lport = local[1]
+        self.rport = remote[1]
+        self.output = output
+        self.handler = handler
+        self.release = release
+        self.ts_offset = ts_offset & MASK
+        self.state = CLOSED
+        self.passive = False
+        self._is_v6 = len(remote[0]) == 16
+
+        iss &= MASK
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_wnd = 0
+        self.snd_wnd_field = -1
+        self.snd_wl1 = 0
+        self.snd_wl2 = iss
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0
+        self.sndbuf = SendBuffer((iss + 1) & MASK)
+        self.fin_queued = False
+        self.fin_sent = False
+        self.fin_seq = 0
+        self.snd_sml = iss
+
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_wup = 0
+        self.rcv_wscale = choose_wscale(config.rcvbuf_max) if config.window_scaling else 0
+        self.rcvbuf = config.rcvbuf
+        self.last_ack_sent = 0
+        self.rx: list[bytes] = []
+        self.rx_unread = 0
+        self.ofo = OutOfOrderQueue()
+        self.eof_pending = False
+        self.eof_delivered = False
+        self.reading = True
+        self.rcv_closed = False
+
+        self.peer_mss = default_peer_mss(self._is_v6)
+        self.mss = min(config.mss, self.peer_mss)
+        self.rcv_mss = min(config.mss, 536)
+        self.ts_ok = False
+        self.ts_recent = 0
+        self.ts_recent_stamp = None
+        self.sack_ok = False
+        self.ws_ok = False
+
+        self.rtt = _new_rtt(config)
+        self.cc = None
+        self.sb = SackScoreboard()
+        self.ca_state = CA_OPEN
+        self.dupacks = 0
+        self.reno_sacked = 0
+        self.recovery_point = iss
+        self.high_rxt = iss
+        self.lost_end = iss
+        self.force_rtx = False
+        self.n_rtx = 0
+        self.retransmits = 0
+        self.rtt_seq = 0
+        self.rtt_time = None
+        self.last_progress = now
+        self.probe_mode = False
+        self.probes_out = 0
+        self.persist_backoff = 0
+
+        self.ack_pending = 0          # 0 none, 1 delayed, 2 now
+        self.quick = 0
+        self.ato = 0.0
+        self.lrcvtime = now
+        self.dsack = None
+
+        self._t_rtx = Timer(self._on_rtx_timer, "rtx")
+        self._t_dack = Timer(self._on_dack_timer, "delack")
+        self._t_ka = Timer(self._on_ka_timer, "keepalive")
+        self._t_tw = Timer(self._on_tw_timer, "timewait")
+
+        self.ka_probes = 0
+        self.last_rcv_time = now
+        self.chal_window = -1.0
+        self.chal_count = 0
+        self.closed_by_app = False
+        self._notified = False
+        self._released = False
+        self.send_space_pending = False
+        self.bytes_acked = 0
+        self.bytes_received = 0
+        self.rcvq_time = now
+        self.rcvq_copied = 0
+        self._syn_time = now
+        self.last_send = now
+
+    # ================================================================== public API
+
+    @property
+    def send_buffer_size(self) -> int:
+        """Bytes queued by ``send()`` and not yet acknowledged."""
+        return len(self.sndbuf)
+
+    @property
+    def unread_bytes(self) -> int:
+        """In-order bytes received and not yet handed to ``handler.tcp_data``."""
+        return self.rx_unread
+
+    def connect(self, now: float) -> None:
+        """Active open (RFC 9293 3.10.1; Linux tcp_v4_connect/tcp_connect): SYN, SYN_SENT."""
+        if self.state != CLOSED:
+            raise OSError("connect() on a connection that is not CLOSED")
+        self._set_state(SYN_SENT)
+        self.counters["ActiveOpens"] += 1
+        self.snd_nxt = (self.iss + 1) & MASK
+        self._syn_time = now
+        self._send_syn(now)
+        self._arm(self._t_rtx, now + self.rtt.rto)
+
+    def accept_syn(self, syn: TcpHeader, now: float) -> None:
+        """Passive open from a received SYN (RFC 9293 3.10.7.2): SYN-ACK, SYN_RECEIVED."""
+        if self.state not in (CLOSED, LISTEN):
+            raise OSError("accept_syn() on a connection in use")
+        self.passive = True
+        self._set_state(SYN_RECEIVED)
+        self.counters["PassiveOpens"] += 1
+        self._take_syn(syn, now)
+        self.snd_nxt = (self.iss + 1) & MASK
+        self._syn_time = now
+        self._send_syn(now)
+        self._arm(self._t_rtx, now + self.rtt.rto)
+
+    @classmethod
+    def from_request(cls, *, config, wheel, counters, local, remote, iss: int, syn: TcpHeader,
+                     output, handler=None, release=None, ts_offset: int = 0, now: float = 0.0,
+                     ack: TcpHeader | None = None, syn_time: float | None = None,
+                     synack_retransmitted: bool = False) -> "TcpConnection":
+        """A child connection made by the listener from a request sock (or a SYN cookie): ``syn``
+        is the peer's SYN (its options drive the negotiation exactly as in ``accept_syn``), we sent
+        SYN-ACK with ``iss``; if the completing ``ack`` is given the connection is processed into
+        ESTABLISHED (it is fed through ``on_segment``, so data on it is queued too)."""
+        conn = cls(config=config, wheel=wheel, counters=counters, local=local, remote=remote,
+                   iss=iss, output=output, handler=handler, release=release, ts_offset=ts_offset,
+                   now=now)
+        conn.passive = True
+        conn._set_state(SYN_RECEIVED)
+        conn.counters["PassiveOpens"] += 1
+        conn._take_syn(syn, now)
+        conn.snd_nxt = (iss + 1) & MASK
+        conn._syn_time = syn_time if syn_time is not None else now
+        if synack_retransmitted:
+            conn.n_rtx = 1
+        if ack is not None:
+            conn.on_segment(ack, b"", now)
+        else:
+            conn._arm(conn._t_rtx, now + conn.rtt.rto)
+        return conn
+
+    def send(self, data, now: float) -> None:
+        """Queue ``data`` and push what Nagle/cork/cwnd/rwnd allow (always accepts the bytes)."""
+        if not data:
+            return
+        st = self.state
+        if self.fin_queued or st in (CLOSED, LISTEN, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT):
+            raise BrokenPipeError("send() after the write side was closed")
+        self.sndbuf.append(data)
+        if st == ESTABLISHED or st == CLOSE_WAIT:
+            self._output(now)
+
+    def shutdown(self, now: float) -> None:
+        """Close the write side (half-close): FIN after queued data; receiving goes on."""
+        if self.fin_queued:
+            return
+        st = self.state
+        if st in (ESTABLISHED, SYN_RECEIVED, SYN_SENT):
+            self.fin_queued = True
+            self.fin_seq = self.sndbuf.end_seq
+            if st == ESTABLISHED:
+                self._set_state(FIN_WAIT_1)
+            # SYN_SENT / SYN_RECEIVED: FIN_WAIT_1 (and the FIN) once established
+            # (RFC 9293 3.10.4: "queue for processing after entering ESTABLISHED state")
+        elif st == CLOSE_WAIT:
+            self.fin_queued = True
+            self.fin_seq = self.sndbuf.end_seq
+            self._set_state(LAST_ACK)
+        else:
+            return
+        self._output(now)
+
+    def close(self, now: float) -> None:
+        """Full close (Linux tcp_close): RST if unread data remains (TCPAbortOnClose), else FIN
+        after queued data; the handler gets ``tcp_closed(None)`` once our FIN is acknowledged."""
+        st = self.state
+        if self.closed_by_app or st == CLOSED:
+            self.closed_by_app = True
+            return
+        self.closed_by_app = True
+        self.reading = False
+        if st in (LISTEN, SYN_SENT):
+            self._finish(None)
+            return
+        if st == TIME_WAIT:
+            self._notify(None)
+            return
+        if self.rx_unread and st in S.NEED_RESET:
+            # RFC 9293 3.10.4 / RFC 2525: data lost on close -> reset (Linux tcp_close).
+            self.counters["TCPAbortOnClose"] += 1
+            self._send_rst_now(now)
+            self._finish(None)
+            return
+        self.rx.clear()
+        self.rx_unread = 0
+        self.shutdown(now)
+        st = self.state
+        if st == FIN_WAIT_2 or (self.fin_sent and self.snd_una == self.snd_nxt and st != LAST_ACK):
+            self._notify(None)
+            if st == FIN_WAIT_2:
+                self._arm(self._t_ka, now + self.config.fin_timeout)
+
+    def abort(self, now: float) -> None:
+        """Abort (RST if synchronized, Linux tcp_disconnect); ``tcp_closed(None)`` like asyncio's
+        ``transport.abort()`` -> ``connection_lost(None)``."""
+        st = self.state
+        if st == CLOSED:
+            return
+        self.closed_by_app = True
+        if st in S.NEED_RESET:
+            self._send_rst_now(now)
+        self._finish(None)
+
+    def set_reading(self, enabled: bool, now: float) -> None:
+        """Pause/resume delivery (asyncio pause_reading/resume_reading).  While paused, data stays
+        in the receive buffer and the advertised window closes as it fills; on resume the buffered
+        data is delivered and a window update is sent if the window opened significantly."""
+        self.reading = bool(enabled)
+        if not enabled or self.closed_by_app:
+            return
+        old_win = (self.rcv_adv - self.rcv_nxt) & MASK
+        self._deliver(now)
+        if self.state == CLOSED:
+            return
+        # Linux tcp_cleanup_rbuf: tell the peer when the window grew a lot.
+        if self.state in S.SYNCHRONIZED and self.state != TIME_WAIT:
+            free = self.rcvbuf - self.rx_unread - self.ofo.nbytes
+            if old_win >= HALF:
+                old_win = 0
+            if free >= 2 * old_win and free - old_win >= self.rcv_mss:
+                self.ack_pending = 2
+            self._output(now)
+            if self.ack_pending == 2:
+                self._send_ack(now)
+
+    def end_batch(self, now: float) -> None:
+        """After a drained receive batch: deliver data once, then send data and one pending ACK."""
+        self._deliver(now)
+        st = self.state
+        if st == CLOSED:
+            return
+        if self.send_space_pending:
+            self.send_space_pending = False
+            h = self.handler
+            if h is not None and not self.closed_by_app:
+                h.tcp_send_space()
+        st = self.state
+        if st == CLOSED or st == LISTEN:
+            return
+        if st != SYN_SENT:
+            self._output(now)
+        ap = self.ack_pending
+        if ap == 2:
+            self._send_ack(now)
+        elif ap == 1:
+            self._schedule_delack(now)
+
+    def update_mss(self, mtu_mss: int, now: float) -> None:
+        """Path MTU went down (ICMP fragmentation needed / packet too big, RFC 1191/8201):
+        ``mtu_mss`` is the new MTU minus IP and TCP headers; segments shrink from now on (Linux
+        tcp_sync_mss).  Outstanding data is not re-segmented: the next retransmission is cut to
+        the new size."""
+        eff = min(mtu_mss, self.peer_mss, self.config.mss)
+        if self.ts_ok:
+            eff -= 12
+        eff = max(eff, 48)
+        if eff >= self.mss:
+            return
+        self.mss = eff
+        if self.cc is not None:
+            self.cc.set_mss(eff)
+        if self.state in S.SYNCHRONIZED and self.snd_una != self.snd_nxt:
+            # retransmit what was lost to the too-big packets right away (Linux tcp_simple_retransmit)
+            self.lost_end = self.snd_nxt
+            self.high_rxt = self.snd_una
+            if self.ca_state == CA_OPEN:
+                self.ca_state = CA_LOSS
+                self.recovery_point = self.snd_nxt
+            self.force_rtx = True
+            self._output(now)
+
+    def snapshot(self) -> dict:
+        """Connection info for ``Stack.connections()`` and ``get_extra_info('tcp_info')``."""
+        rtt = self.rtt
+        cc = self.cc
+        return {
+            "state": self.state,
+            "local": self.local,
+            "remote": self.remote,
+            "snd_una": self.snd_una,
+            "snd_nxt": self.snd_nxt,
+            "rcv_nxt": self.rcv_nxt,
+            "snd_wnd": self.snd_wnd,
+            "rcv_wnd": max(0, (self.rcv_adv - self.rcv_nxt) & MASK) if self.state != CLOSED else 0,
+            "srtt": rtt.srtt,
+            "rttvar": rtt.rttvar,
+            "rto": rtt.rto,
+            "cwnd": cc.cwnd if cc is not None else self.config.initial_cwnd * self.mss,
+            "ssthresh": cc.ssthresh if cc is not None else None,
+            "mss": self.mss,
+            "rcv_mss": self.rcv_mss,
+            "retransmits": self.retransmits,
+            "bytes_acked": self.bytes_acked,
+            "bytes_received": self.bytes_received,
+            "send_buffer": len(self.sndbuf),
+            "unread": self.rx_unread,
+            "rcvbuf": self.rcvbuf,
+            "ca_state": ("open", "", "", "recovery", "loss")[self.ca_state],
+            "wscale": (self.snd_wscale, self.rcv_wscale) if self.ws_ok else None,
+            "timestamps": self.ts_ok,
+            "sack": self.sack_ok,
+        }
+
+    # ================================================================== receive path
+
+    def on_segment(self, hdr: TcpHeader, payload, now: float) -> None:
+        """Process one received segment (checksum already verified by ``ip/``)."""
+        self.last_rcv_time = now
+        # ---------------------------------------------------------------- header prediction
+        # Linux tcp_rcv_established fast path: ESTABLISHED, expected seq, ACK(+PSH) only,
+        # unchanged window, no SACK blocks, no out-of-order data, not recovering.
+        if (self.state is ESTABLISHED and (hdr.flags & FLAGS_HP_MASK) == ACK
+                and hdr.seq == self.rcv_nxt and hdr.window == self.snd_wnd_field
+                and self.ca_state == CA_OPEN and not self.ofo.segs and not self.sb.blocks):
+            opts = hdr.options
+            ok = not opts.sack_blocks
+            tsval = tsecr = 0
+            if ok and self.ts_ok:
+                ts = opts.timestamp
+                if ts is None:
+                    ok = False
+                else:
+                    tsval, tsecr = ts
+                    if ((tsval - self.ts_recent) & MASK) >= HALF:   # older: PAWS via slow path
+                        ok = False
+            if ok:
+                ack = hdr.ack
+                una = self.snd_una
+                acked = (ack - una) & MASK
+                plen = len(payload)
+                if acked <= ((self.snd_nxt - una) & MASK) and (
+                        plen == 0 or plen <= ((self.rcv_adv - self.rcv_nxt) & MASK)) and (
+                        acked or plen or una == self.snd_nxt):
+                    self.counters["TCPHPHits"] += 1
+                    self.probes_out = 0
+                    if self.ts_ok and self.rcv_nxt == self.last_ack_sent:
+                        self.ts_recent = tsval        # RFC 7323 4.3
+                        self.ts_recent_stamp = now
+                    self.snd_wl1 = hdr.seq
+                    if acked:
+                        self.snd_wl2 = ack
+                        self._clean_rtx(ack, acked, tsecr, now)
+                        if self.state is not ESTABLISHED:
+                            return
+                    if plen:
+                        self._queue_in_order(payload, plen, now)
+                    return
+        # ---------------------------------------------------------------- slow path
+        st = self.state
+        if st == SYN_SENT:
+            self._rcv_synsent(hdr, payload, now)
+        elif st == CLOSED or st == LISTEN:
+            return
+        elif st == TIME_WAIT:
+            self._rcv_time_wait(hdr, payload, now)
+        else:
+            self._rcv_state_process(hdr, payload, now)
+
+    # ---------------------------------------------------------------- SYN_SENT
+
+    def _rcv_synsent(self, hdr: TcpHeader, payload, now: float) -> None:
+        """RFC 9293 3.10.7.3 (Linux tcp_rcv_synsent_state_process)."""
+        flags = hdr.flags
+        if flags & ACK:
+            ack = hdr.ack
+            # acceptable iff SND.UNA < SEG.ACK =< SND.NXT (i.e. it acknowledges our SYN)
+            if not (seq_gt(ack, self.snd_una) and seq_le(ack, self.snd_nxt)):
+                if not flags & RST:
+                    self._send_rst(ack, 0, RST, now)
+                return
+            if flags & RST:
+                self._finish(ConnectionRefusedError(111, "Connection refused"))
+                return
+        elif flags & RST:
+            return                      # RFC 9293: no ACK -> drop the RST
+        if not flags & SYN:
+            return
+        self._take_syn(hdr, now)
+        if flags & ACK:
+            # SYN-ACK: tcp_finish_connect
+            ack = hdr.ack
+            tsecr = 0
+            if self.ts_ok and hdr.options.timestamp is not None:
+                tsecr = hdr.options.timestamp[1]
+            self.snd_una = ack
+            self._syn_rtt_sample(tsecr, now)
+            self.rtt.reset_backoff()
+            self.n_rtx = 0
+            self._cancel(self._t_rtx)
+            self.snd_wnd = hdr.window                 # RFC 7323 2.2: never scaled in a SYN
+            # the next (scaled) window field is only comparable if there is no scaling
+            self.snd_wnd_field = hdr.window if self.snd_wscale == 0 else -1
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = hdr.seq
+            self.snd_wl2 = ack
+            self._established(now)
+            if self.state != ESTABLISHED:
+                return
+            self.ack_pending = 2
+            if self.fin_queued:                       # shutdown() while connecting
+                self._set_state(FIN_WAIT_1)
+            plen = len(payload)
+            if plen or flags & FIN:
+                self._data_and_fin((hdr.seq + 1) & MASK, payload, plen, bool(flags & FIN), now)
+        else:
+            # Simultaneous open (RFC 9293 3.10.7.3 fourth; MUST-10): SYN-ACK, SYN_RECEIVED.
+            self._set_state(SYN_RECEIVED)
+            self.snd_wnd = hdr.window
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = hdr.seq
+            self._send_syn(now)
+            if not self._t_rtx.pending:
+                self._arm(self._t_rtx, now + self.rtt.rto)
+
+    def _take_syn(self, syn: TcpHeader, now: float) -> None:
+        """Record the peer's ISN and negotiate options from its SYN / SYN-ACK."""
+        cfg = self.config
+        opts = syn.options
+        self.irs = syn.seq
+        self.rcv_nxt = (syn.seq + 1) & MASK
+        self.rcv_wup = self.rcv_nxt
+        self.last_ack_sent = self.rcv_nxt
+        self.rcv_adv = (self.rcv_nxt + min(self.rcvbuf, 65535)) & MASK
+        if opts.mss:
+            self.peer_mss = opts.mss
+        # RFC 7323 2.2: window scaling only if both sides sent the option
+        if cfg.window_scaling and opts.wscale is not None:
+            self.ws_ok = True
+            self.snd_wscale = min(opts.wscale, 14)
+        else:
+            self.ws_ok = False
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+        self.sack_ok = bool(cfg.sack and opts.sack_permitted)
+        if cfg.timestamps and opts.timestamp is not None:
+            self.ts_ok = True
+            self.ts_recent = opts.timestamp[0]
+            self.ts_recent_stamp = now
+        else:
+            self.ts_ok = False
+        eff = min(cfg.mss, self.peer_mss)
+        if self.ts_ok:
+            eff -= 12                                 # Linux mss_cache excludes the TS option
+        self.mss = max(eff, 48)
+        self.rcv_mss = min(self.mss, 536)
+
+    def _syn_rtt_sample(self, tsecr: int, now: float) -> None:
+        if self.ts_ok and tsecr:
+            r = (self._tsval(now) - tsecr) & MASK
+            if r < HALF:
+                self.rtt.sample(r / 1000.0, now)
+                return
+        if self.n_rtx == 0:                           # Karn: not from a retransmitted SYN
+            self.rtt.sample(now - self._syn_time, now)
+        elif not self.rtt.has_sample:
+            # RFC 6298 5.7: the SYN timed out and no sample exists: RTO = 3 s once established
+            self.rtt.reset(3.0)
+
+    def _established(self, now: float) -> None:
+        self._set_state(ESTABLISHED)
+        self.cc = _new_cc(self.config, self.mss, now)
+        self.last_progress = now
+        self.lrcvtime = now
+        self.rcvq_time = now
+        self.recovery_point = self.high_rxt = self.lost_end = self.snd_una
+        if self.config.keepalive:
+            self._arm(self._t_ka, now + self.config.keepalive_time)
+        h = self.handler
+        if h is not None:
+            h.tcp_established()
+
+    # ---------------------------------------------------------------- general states
+
+    def _rcv_state_process(self, hdr: TcpHeader, payload, now: float) -> None:
+        """RFC 9293 3.10.7.4 for SYN_RECEIVED and the synchronized states (not TIME_WAIT)."""
+        flags = hdr.flags
+        seq = hdr.seq
+        plen = len(payload)
+        opts = hdr.options
+        st = self.state
+        ts = opts.timestamp if self.ts_ok else None
+        if st == SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seq == self.irs:
+            # retransmitted SYN: answer with the SYN-ACK again (Linux tcp_check_req)
+            self._send_syn(now)
+            return
+        if (st == SYN_RECEIVED and not self.passive and flags & (SYN | ACK | RST) == SYN | ACK
+                and seq == self.irs and hdr.ack == self.snd_nxt):
+            # simultaneous open: the peer's SYN-ACK acknowledges our SYN; Linux
+            # (tcp_validate_incoming) lets it through as the ACK completing the handshake.
+            flags &= ~SYN
+            seq = (seq + 1) & MASK
+        # ---- RFC 7323 5.3 PAWS (before the sequence check, like Linux tcp_validate_incoming)
+        if ts is not None and not flags & RST and ((ts[0] - self.ts_recent) & MASK) >= HALF:
+            if (self.ts_recent_stamp is not None and now - self.ts_recent_stamp <= PAWS_24DAYS
+                    and not self._disordered_ack(hdr, plen, ts[0])):
+                self.counters["PAWSEstab"] += 1
+                self.ack_pending = 2                      # RFC 7323: send an ACK, drop
+                return
+            # TS.Recent too old to judge (RFC 7323 5.5): accept and resynchronize below
+        # ---- first: sequence number check
+        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        rcv_nxt = self.rcv_nxt
+        wnd = (self.rcv_adv - rcv_nxt) & MASK
+        if wnd >= HALF:
+            wnd = 0
+        off = (seq - rcv_nxt) & MASK
+        if seg_len == 0:
+            acceptable = off == 0 if wnd == 0 else off < wnd
+        elif wnd == 0:
+            acceptable = False
+        else:
+            end_off = (seq + seg_len - 1 - rcv_nxt) & MASK
+            acceptable = off < wnd or end_off < wnd
+        if not acceptable:
+            if flags & RST:
+                return
+            if wnd == 0 and off == 0 and flags & ACK and not flags & SYN:
+                # RFC 9293: "special allowance ... to accept valid ACKs, URGs, and RSTs" with a
+                # zero window: process the ACK, drop the data (answered by an ACK below).
+                if plen:
+                    flags &= ~FIN
+                # (a bare FIN is taken even with a zero window, as Linux tcp_data_queue does)
+                plen = 0
+                payload = b""
+                self.ack_pending = 2
+            else:
+                if plen and off >= HALF and self.sack_ok and self.config.dsack:
+                    # entirely old data: RFC 2883 DSACK
+                    end = (seq + plen) & MASK
+                    if seq_le(end, rcv_nxt):
+                        self.dsack = (seq, end)
+                        self.counters["TCPDSACKOldSent"] += 1
+                self.ack_pending = 2
+                return
+        # ---- timestamps: RFC 7323 4.3 TS.Recent update
+        if ts is not None and seq_le(seq, self.last_ack_sent) and ((ts[0] - self.ts_recent) & MASK) < HALF:
+            self.ts_recent = ts[0]
+            self.ts_recent_stamp = now
+        elif ts is not None and self.ts_recent_stamp is not None and now - self.ts_recent_stamp > PAWS_24DAYS:
+            self.ts_recent = ts[0]
+            self.ts_recent_stamp = now
+        # ---- second: RST (RFC 9293 3.10.7.4 + RFC 5961 3.2)
+        if flags & RST:
+            if seq == rcv_nxt:
+                self._rcv_reset(now)
+            else:
+                self._challenge_ack(now)
+            return
+        # ---- fourth: SYN (RFC 5961 4.2: challenge ACK in any synchronized state)
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+        # ---- fifth: ACK
+        if not flags & ACK:
+            return
+        ack = hdr.ack
+        if st == SYN_RECEIVED:
+            if not (seq_gt(ack, self.snd_una) and seq_le(ack, self.snd_nxt)):
+                self._send_rst(ack, 0, RST, now)
+                return
+            self.snd_una = ack
+            tsecr = ts[1] if ts is not None else 0
+            self._syn_rtt_sample(tsecr, now)
+            self.rtt.reset_backoff()
+            self.n_rtx = 0
+            self._cancel(self._t_rtx)
+            self.snd_wnd = hdr.window << self.snd_wscale
+            self.snd_wnd_field = hdr.window
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            self._established(now)
+            if self.state != ESTABLISHED:
+                return
+            if self.fin_queued:
+                self._set_state(FIN_WAIT_1)
+            st = self.state
+        else:
+            # RFC 5961 5.2: acceptable iff SND.UNA - MAX.SND.WND =< SEG.ACK =< SND.NXT
+            if seq_gt(ack, self.snd_nxt):
+                self._challenge_ack(now)
+                return
+            if seq_lt(ack, (self.snd_una - self.max_snd_wnd) & MASK):
+                self._challenge_ack(now)
+                return
+            self._process_ack(hdr, plen, ts[1] if ts is not None else 0, now)
+            st = self.state
+            if st == CLOSED:
+                return
+            if self.fin_sent and self.snd_una == self.snd_nxt:      # our FIN is acknowledged
+                if st == FIN_WAIT_1:
+                    self._set_state(FIN_WAIT_2)
+                    self._cancel(self._t_rtx)
+                    if self.closed_by_app:
+                        self._notify(None)
+                        self._arm(self._t_ka, now + self.config.fin_timeout)
+                    st = FIN_WAIT_2
+                elif st == CLOSING:
+                    self._enter_time_wait(now)
+                    return
+                elif st == LAST_ACK:
+                    self._finish(None)
+                    return
+        # ---- sixth/seventh: URG is not supported (ignored); segment text and FIN
+        if plen or flags & FIN:
+            if st in S.CAN_RECEIVE:
+                if self.closed_by_app and plen and st != ESTABLISHED:
+                    end = (seq + plen) & MASK
+                    if seq_gt(end, self.rcv_nxt):
+                        # Linux: new data for a socket the application closed -> RST
+                        self.counters["TCPAbortOnData"] += 1
+                        self._send_rst_now(now)
+                        self._finish(None)
+                        return
+                self._data_and_fin(seq, payload, plen, bool(flags & FIN), now)
+            elif flags & FIN or plen:
+                # CLOSE_WAIT/CLOSING/LAST_ACK: the peer's FIN was already processed; a
+                # retransmission of it (or of old data) is just acknowledged.
+                self.ack_pending = 2
+
+    def _disordered_ack(self, hdr: TcpHeader, plen: int, tsval: int) -> bool:
+        """Linux tcp_disordered_ack: a pure duplicate ACK that was merely reordered behind a
+        newer segment (within one RTO of TS.Recent) is not a PAWS victim."""
+        return (plen == 0 and hdr.flags & (ACK | SYN | FIN | RST) == ACK and hdr.seq == self.rcv_nxt
+                and hdr.ack == self.snd_una and hdr.window == self.snd_wnd_field
+                and ((self.ts_recent - tsval) & MASK) <= self.rtt.rto * 1000)
+
+    def _rcv_reset(self, now: float) -> None:
+        st = self.state
+        if st == SYN_RECEIVED:
+            exc: BaseException | None = (ConnectionResetError(104, "Connection reset by peer") if self.passive
+                                         else ConnectionRefusedError(111, "Connection refused"))
+        elif st in (CLOSING, LAST_ACK):
+            exc = None
+        else:
+            exc = ConnectionResetError(104, "Connection reset by peer")
+        self._finish(exc)
+
+    def _rcv_time_wait(self, hdr: TcpHeader, payload, now: float) -> None:
+        """TIME_WAIT (RFC 9293 3.10.7.4, RFC 1337, Linux tcp_timewait_state_process)."""
+        flags = hdr.flags
+        if flags & RST:
+            return                          # RFC 1337 (TIME-WAIT assassination): ignore RSTs
+        ts = hdr.options.timestamp if self.ts_ok else None
+        if flags & SYN and not flags & ACK:
+            # A new incarnation may reuse the 4-tuple if it cannot be confused with the old one:
+            # its ISN is above our RCV.NXT, or its timestamp is newer (RFC 6191 / Linux TCP_TW_SYN).
+            newer_ts = ts is not None and ((ts[0] - self.ts_recent) & MASK) - 1 < HALF - 1
+            if (ts is None and seq_gt(hdr.seq, self.rcv_nxt)) or newer_ts:
+                self._cancel(self._t_tw)
+                self.counters["TimeWaited"] += 1
+                self._set_state(CLOSED)
+                self._do_release()
+                return
+            self._challenge_ack(now)
+            return
+        if ts is not None and ((ts[0] - self.ts_recent) & MASK) >= HALF:
+            self.counters["PAWSEstab"] += 1
+            self.ack_pending = 2
+            return
+        if flags & FIN or payload:
+            # retransmitted FIN (our ACK was lost): ACK again and restart the 2MSL timer
+            self.ack_pending = 2
+            if flags & FIN:
+                self._arm(self._t_tw, now + self.config.time_wait)
+
+    # ---------------------------------------------------------------- ACK processing
+
+    def _process_ack(self, hdr: TcpHeader, plen: int, tsecr: int, now: float) -> None:
+        """The slow-path tcp_ack: window update, SACK, cumulative ACK, duplicate ACKs."""
+        ack = hdr.ack
+        seq = hdr.seq
+        una = self.snd_una
+        win_changed = False
+        # RFC 9293 3.10.7.4: update the send window if SND.UNA =< SEG.ACK and the segment is
+        # newer (SND.WL1 < SEG.SEQ, or equal and SND.WL2 =< SEG.ACK).
+        if seq_ge(ack, una):
+            wl1 = self.snd_wl1
+            if seq_lt(wl1, seq) or (wl1 == seq and seq_le(self.snd_wl2, ack)):
+                field = hdr.window
+                if field != self.snd_wnd_field:
+                    win_changed = True
+                    self.snd_wnd_field = field
+                    self.snd_wnd = field << self.snd_wscale
+                    if self.snd_wnd > self.max_snd_wnd:
+                        self.max_snd_wnd = self.snd_wnd
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+        newly_sacked = 0
+        if self.sack_ok:
+            blocks = hdr.options.sack_blocks
+            if blocks:
+                newly_sacked, dsack = self.sb.update(blocks, una, self.snd_nxt)
+                if dsack:
+                    self.counters["TCPDSACKRecv"] += 1
+        acked = (ack - una) & MASK
+        self.probes_out = 0                       # Linux tcp_ack: any valid ACK
+        if acked and acked < HALF:
+            self._clean_rtx(ack, acked, tsecr, now)
+            if self.state == CLOSED:
+                return
+        elif (acked == 0 and plen == 0 and not hdr.flags & (SYN | FIN) and not win_changed
+              and self.snd_nxt != una):
+            # RFC 5681 duplicate ACK
+            if self.ca_state == CA_OPEN or self.ca_state == CA_RECOVERY:
+                self.dupacks += 1
+                if not self.sack_ok:
+                    # Linux tcp_add_reno_sack: each dupack means one segment left the network
+                    out = (self.snd_nxt - una) & MASK
+                    self.reno_sacked = min(self.reno_sacked + self.mss, max(out - self.mss, 0))
+        # Loss detection (RFC 5681 3.2 / RFC 6675 5: DupThresh dupacks or IsLost(SND.UNA))
+        ca = self.ca_state
+        if ca == CA_OPEN:
+            if self.dupacks >= 3 or (self.sb.blocks and self.sb.lost_limit(self.snd_una, self.mss)):
+                if self.snd_nxt != self.snd_una:
+                    self._enter_recovery(now)
+        elif ca == CA_RECOVERY and self.sb.blocks:
+            lim = self.sb.lost_limit(self.snd_una, self.mss)
+            if lim:
+                self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
+        if newly_sacked and win_changed is False:
+            pass
+
+    def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float) -> None:
+        """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail)."""
+        prior_in_flight = self._pipe() if self.cc is not None else 0
+        self.snd_una = ack
+        freed = self.sndbuf.ack_to(ack)
+        if freed:
+            self.bytes_acked += freed
+            self.send_space_pending = True
+        # RTT sample: RFC 7323 4.1 (TSecr) or Karn's algorithm on one timed segment (RFC 6298 3)
+        rtt = None
+        if tsecr and self.ts_ok:
+            r = (self._tsval(now) - tsecr) & MASK
+            if r < HALF:
+                rtt = r / 1000.0
+        elif self.rtt_time is not None and seq_ge(ack, self.rtt_seq):
+            rtt = now - self.rtt_time
+            self.rtt_time = None
+        if rtt is not None:
+            self.rtt.sample(rtt, now)
+        self.rtt.reset_backoff()
+        self.n_rtx = 0
+        self.probes_out = 0
+        self.last_progress = now
+        if self.sb.blocks:
+            self.sb.prune(ack)
+        if self.reno_sacked:
+            self.reno_sacked = max(0, self.reno_sacked - acked)
+        ca = self.ca_state
+        cc = self.cc
+        if ca == CA_OPEN:
+            self.dupacks = 0
+            if cc is not None:
+                cc.on_ack(freed or acked, rtt, now, prior_in_flight)
+        elif ca == CA_RECOVERY:
+            if seq_ge(ack, self.recovery_point):
+                self._exit_recovery(now)
+            else:
+                # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is lost
+                self.high_rxt = seq_max(self.high_rxt, ack)
+                self.lost_end = seq_max(self.lost_end, (ack + self.mss) & MASK)
+                self.dupacks = 0
+                if not self.sb.is_sacked(ack, 0):
+                    self.force_rtx = True
+        else:   # CA_LOSS: slow start retransmission after an RTO
+            if cc is not None:
+                cc.on_ack(freed or acked, rtt, now, prior_in_flight)
+            if seq_ge(ack, self.recovery_point):
+                self._exit_recovery(now)
+            else:
+                self.high_rxt = seq_max(self.high_rxt, ack)
+        # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it
+        if ack == self.snd_nxt:
+            if not self.probe_mode:
+                self._cancel(self._t_rtx)
+        else:
+            self.probe_mode = False
+            self.persist_backoff = 0
+            self._arm(self._t_rtx, now + self.rtt.rto)
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit / fast recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5)."""
+        self.ca_state = CA_RECOVERY
+        self.recovery_point = self.snd_nxt
+        self.high_rxt = self.snd_una
+        lim = self.sb.lost_limit(self.snd_una, self.mss) if self.sack_ok else 0
+        self.lost_end = (self.snd_una + max(lim, self.mss)) & MASK
+        if self.sack_ok:
+            self.counters["TCPSackRecovery"] += 1
+        else:
+            self.counters["TCPRenoRecovery"] += 1
+        if self.cc is not None:
+            self.cc.on_congestion_event(now, self._pipe())
+        self.rtt_time = None
+        self.force_rtx = True            # RFC 6675 (4.3): retransmit the first segment now
+
+    def _exit_recovery(self, now: float) -> None:
+        self.ca_state = CA_OPEN
+        self.dupacks = 0
+        self.reno_sacked = 0
+        self.high_rxt = self.lost_end = self.snd_una
+        if self.cc is not None:
+            self.cc.on_recovery_exit(now)
+
+    def _pipe(self) -> int:
+        """RFC 6675 pipe (Linux tcp_packets_in_flight in bytes): outstanding minus SACKed minus
+        lost-and-not-yet-retransmitted."""
+        una = self.snd_una
+        out = (self.snd_nxt - una) & MASK
+        if self.sack_ok:
+            out -= self.sb.sacked
+        else:
+            out -= self.reno_sacked
+        if self.ca_state != CA_OPEN:
+            start = self.high_rxt if seq_gt(self.high_rxt, una) else una
+            if seq_lt(start, self.lost_end):
+                a = (start - una) & MASK
+                b = (self.lost_end - una) & MASK
+                lost = b - a
+                if self.sack_ok and self.sb.blocks:
+                    lost -= self.sb.sacked_in(una, a, b)
+                out -= lost
+        return out if out > 0 else 0
+
+    # ---------------------------------------------------------------- data reception
+
+    def _data_and_fin(self, seq: int, payload, plen: int, fin: bool, now: float) -> None:
+        """RFC 9293 3.10.7.4 seventh and eighth (Linux tcp_data_queue + tcp_fin)."""
+        rcv_nxt = self.rcv_nxt
+        if plen:
+            off = (seq - rcv_nxt) & MASK
+            if off >= HALF:
+                # starts before RCV.NXT: trim the old part (DSACK it, RFC 2883)
+                dup = (rcv_nxt - seq) & MASK
+                if self.sack_ok and self.config.dsack:
+                    self.dsack = (seq, (seq + min(dup, plen)) & MASK)
+                    self.counters["TCPDSACKOldSent"] += 1
+                self.ack_pending = 2
+                if dup >= plen:
+                    if fin and (seq + plen) & MASK != rcv_nxt:
+                        fin = False                   # an old FIN (already counted)
+                    payload = b""
+                    plen = 0
+                    seq = rcv_nxt
+                else:
+                    payload = payload[dup:]
+                    plen -= dup
+                    seq = rcv_nxt
+                off = 0
+            # trim what lies beyond the advertised window
+            wnd = (self.rcv_adv - rcv_nxt) & MASK
+            if wnd >= HALF:
+                wnd = 0
+            if off + plen > wnd:
+                keep = wnd - off
+                if keep <= 0:
+                    self.ack_pending = 2
+                    return
+                payload = payload[:keep]
+                plen = keep
+                fin = False
+            if plen and off == 0:
+                self._queue_in_order(payload, plen, now)
+            elif plen:
+                self._queue_ofo(seq, payload, plen, now)
+                if fin:
+                    self.ofo.fin_seq = (seq + plen) & MASK
+                return
+        if fin:
+            fseq = (seq + plen) & MASK if plen else seq
+            if fseq == self.rcv_nxt:
+                self._rcv_fin(now)
+            elif seq_gt(fseq, self.rcv_nxt):
+                self.ofo.fin_seq = fseq
+                self.ack_pending = 2
+            else:
+                self.ack_pending = 2          # old FIN retransmitted
+
+    def _queue_in_order(self, payload, plen: int, now: float) -> None:
+        """In-order data: append for end_batch, advance RCV.NXT, pull from the OOO queue."""
+        self.rx.append(payload if type(payload) is bytes else bytes(payload))
+        self.rx_unread += plen
+        self.bytes_received += plen
+        nxt = (self.rcv_nxt + plen) & MASK
+        self.rcv_nxt = nxt
+        if plen > self.rcv_mss:
+            self.rcv_mss = min(plen, self.config.mss)
+        ofo = self.ofo
+        if ofo.segs or ofo.fin_seq is not None:
+            filled = False
+            while True:
+                chunk = ofo.pop_ready(nxt)
+                if chunk is None:
+                    break
+                filled = True
+                if chunk:
+                    self.rx.append(chunk)
+                    n = len(chunk)
+                    self.rx_unread += n
+                    self.bytes_received += n
+                    nxt = (nxt + n) & MASK
+            self.rcv_nxt = nxt
+            if filled:
+                self.ack_pending = 2          # RFC 5681 4.2: ACK at once when a hole fills
+            if ofo.fin_seq is not None and ofo.fin_seq == nxt:
+                ofo.fin_seq = None
+                self._rcv_fin(now)
+                return
+            if not ofo:
+                ofo.fin_seq = None
+        self._event_data_recv(now)
+
+    def _event_data_recv(self, now: float) -> None:
+        """Linux tcp_event_data_recv + __tcp_ack_snd_check: adapt ato, pick now vs delayed ACK."""
+        cfg = self.config
+        ato_min = cfg.delack_min
+        if not self.ato:
+            self._incr_quickack()
+            self.ato = ato_min
+        else:
+            m = now - self.lrcvtime
+            if m <= ato_min / 2:
+                self.ato = self.ato / 2 + ato_min / 2
+            elif m < self.ato:
+                self.ato = self.ato / 2 + m
+                rto = self.rtt.rto
+                if self.ato > rto:
+                    self.ato = rto
+            elif m > self.rtt.rto:
+                self._incr_quickack()
+        self.lrcvtime = now
+        if self.ack_pending == 2:
+            return
+        # more than one full-sized segment unacknowledged (RFC 5681 4.2, RFC 9293 SHLD-19),
+        # quickack mode, or out-of-order data pending
+        if ((self.rcv_nxt - self.rcv_wup) & MASK) > self.rcv_mss or self.quick or self.ofo.segs:
+            self.ack_pending = 2
+        else:
+            self.ack_pending = 1
+
+    def _incr_quickack(self) -> None:
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        if wnd >= HALF:
+            wnd = 0
+        q = wnd // (2 * self.rcv_mss) if self.rcv_mss else 2
+        if q < 2:
+            q = 2
+        self.quick = min(q, TCP_MAX_QUICKACKS)
+
+    def _queue_ofo(self, seq: int, payload, plen: int, now: float) -> None:
+        ofo = self.ofo
+        self.counters["TCPOFOQueue"] += 1
+        if self.rx_unread + ofo.nbytes + plen > self.rcvbuf + self.mss:
+            self.counters["TCPOFODrop"] += 1
+            self.ack_pending = 2
+            return
+        added, dup = ofo.insert(seq, payload if type(payload) is bytes else bytes(payload), self.rcv_nxt)
+        if dup is not None and self.sack_ok and self.config.dsack:
+            self.dsack = dup
+            self.counters["TCPDSACKOfoSent"] += 1
+        if added == 0 and dup is not None:
+            pass
+        self.ack_pending = 2                  # RFC 5681 4.2: immediate ACK for out-of-order data
+        self.quick = 0 if self.quick == 0 else self.quick
+
+    def _rcv_fin(self, now: float) -> None:
+        """FIN reached in sequence (RFC 9293 3.10.7.4 eighth, Linux tcp_fin)."""
+        self.rcv_nxt = (self.rcv_nxt + 1) & MASK
+        self.rcv_closed = True
+        self.eof_pending = True
+        self.ofo.clear()
+        st = self.state
+        if st == ESTABLISHED or st == SYN_RECEIVED:
+            self._set_state(CLOSE_WAIT)
+            # Linux enters pingpong mode: the ACK is delayed so that a FIN from the
+            # application's close() can ride on it -- unless quickack mode is on.
+            self.quick = 0
+            if self.ack_pending != 2:
+                self.ack_pending = 1
+        elif st == FIN_WAIT_1:
+            self.ack_pending = 2
+            if self.fin_sent and self.snd_una == self.snd_nxt:
+                self._enter_time_wait(now)
+            else:
+                self._set_state(CLOSING)
+        elif st == FIN_WAIT_2:
+            self.ack_pending = 2
+            self._enter_time_wait(now)
+
+    def _deliver(self, now: float) -> None:
+        """Hand buffered in-order data (then EOF) to the handler, if reading."""
+        h = self.handler
+        if h is None or not self.reading or self.closed_by_app:
+            return
+        rx = self.rx
+        if rx:
+            data = rx[0] if len(rx) == 1 else b"".join(rx)
+            rx.clear()
+            n = self.rx_unread
+            self.rx_unread = 0
+            self._rcv_space_adjust(n, now)
+            h.tcp_data(data)
+            if self.state == CLOSED or self.closed_by_app:
+                return
+        if self.eof_pending and not self.rx:
+            self.eof_pending = False
+            self.eof_delivered = True
+            h.tcp_eof()
+            if self.state == CLOSED:
+                return
+            if self.state == TIME_WAIT or self.state == CLOSED:
+                self._notify(None)
+
+    def _rcv_space_adjust(self, copied: int, now: float) -> None:
+        """Receive-buffer auto-tuning (Linux tcp_rcv_space_adjust): once per RTT, if the
+        application drained more than half the buffer, grow it toward rcvbuf_max."""
+        cfg = self.config
+        if not cfg.moderate_rcvbuf:
+            return
+        self.rcvq_copied += copied
+        srtt = self.rtt.srtt or 0.0
+        if now - self.rcvq_time < max(srtt, cfg.delack_min):
+            return
+        c = self.rcvq_copied
+        self.rcvq_copied = 0
+        self.rcvq_time = now
+        if 2 * c > self.rcvbuf and self.rcvbuf < cfg.rcvbuf_max:
+            self.rcvbuf = min(cfg.rcvbuf_max, max(self.rcvbuf * 2, 4 * c))
+
+    # ================================================================== output
+
+    def _tsval(self, now: float) -> int:
+        return (int(now * 1000) + self.ts_offset) & MASK
+
+    def _select_window(self) -> int:
+        """Window field to advertise (Linux __tcp_select_window/tcp_select_window with RFC 1122
+        4.2.3.3 receiver SWS avoidance); never shrinks the right edge (RFC 9293 SHLD-14)."""
+        free = self.rcvbuf - self.rx_unread - self.ofo.nbytes
+        if free < 0:
+            free = 0
+        ws = self.rcv_wscale
+        cur = (self.rcv_adv - self.rcv_nxt) & MASK
+        if cur >= HALF:
+            cur = 0
+        thresh = self.rcvbuf >> 1
+        if self.rcv_mss < thresh:
+            thresh = self.rcv_mss
+        if free > cur and free - cur >= thresh:
+            field = free >> ws
+        else:
+            field = (cur + (1 << ws) - 1) >> ws
+        if field > 65535:
+            field = 65535
+        self.rcv_adv = (self.rcv_nxt + (field << ws)) & MASK
+        return field
+
+    def _sack_blocks(self) -> tuple:
+        limit = max_sack_blocks(self.ts_ok)
+        out = []
+        if self.dsack is not None:
+            out.append(self.dsack)
+            limit -= 1
+        if self.ofo.segs:
+            out.extend(self.ofo.blocks(self.rcv_nxt, limit))
+        return tuple(out)
+
+    def _transmit(self, seq: int, data, flags: int, now: float) -> None:
+        """Build one (possibly TSO-sized) segment and hand it to ``output``; every segment but a
+        bare SYN carries the current ACK and window, so it clears any pending ACK."""
+        blocks = ()
+        if self.sack_ok and (self.dsack is not None or self.ofo.segs):
+            blocks = self._sack_blocks()
+        if self.ts_ok:
+            opts = TcpOptions(sack_blocks=blocks, timestamp=(self._tsval(now), self.ts_recent))
+        elif blocks:
+            opts = TcpOptions(sack_blocks=blocks)
+        else:
+            opts = NO_OPTIONS
+        hdr = TcpHeader(self.lport, self.rport, seq, self.rcv_nxt, flags, self._select_window(), opts)
+        self.rcv_wup = self.rcv_nxt
+        self.last_ack_sent = self.rcv_nxt
+        self.dsack = None
+        if self.ack_pending:
+            self.ack_pending = 0
+            if self._t_dack.pending:
+                self.wheel.cancel(self._t_dack)
+        if self.quick:
+            self.quick -= 1
+        n = len(data)
+        mss = self.mss
+        self.counters["OutSegs"] += 1 if n <= mss else (n + mss - 1) // mss
+        self.output(hdr, data)
+
+    def _send_ack(self, now: float) -> None:
+        st = self.state
+        if st == CLOSED or st == SYN_SENT or st == LISTEN:
+            self.ack_pending = 0
+            return
+        self._transmit(self.snd_nxt, b"", ACK, now)
+
+    def _send_syn(self, now: float) -> None:
+        """SYN (SYN_SENT) or SYN-ACK (SYN_RECEIVED) with our options (RFC 9293 3.7.1, RFC 7323,
+        RFC 2018); the window in a SYN is never scaled (RFC 7323 2.2)."""
+        cfg = self.config
+        synack = self.state == SYN_RECEIVED
+        if synack:
+            ws = self.rcv_wscale if self.ws_ok else None
+            sackp = self.sack_ok
+            ts = (self._tsval(now), self.ts_recent) if self.ts_ok else None
+        else:
+            ws = self.rcv_wscale if cfg.window_scaling else None
+            sackp = cfg.sack
+            ts = (self._tsval(now), 0) if cfg.timestamps else None
+        opts = TcpOptions(mss=cfg.mss, wscale=ws, sack_permitted=sackp, timestamp=ts)
+        win = min(self.rcvbuf, 65535)
+        if synack:
+            self.rcv_adv = (self.rcv_nxt + win) & MASK
+            self.rcv_wup = self.rcv_nxt
+            self.last_ack_sent = self.rcv_nxt
+            hdr = TcpHeader(self.lport, self.rport, self.iss, self.rcv_nxt, SYN | ACK, win, opts)
+            self.ack_pending = 0
+        else:
+            hdr = TcpHeader(self.lport, self.rport, self.iss, 0, SYN, win, opts)
+        self.counters["OutSegs"] += 1
+        self.output(hdr, b"")
+
+    def _send_rst(self, seq: int, ack: int, flags: int, now: float) -> None:
+        self.counters["OutRsts"] += 1
+        self.counters["OutSegs"] += 1
+        self.output(TcpHeader(self.lport, self.rport, seq & MASK, ack & MASK, flags, 0), b"")
+
+    def _send_rst_now(self, now: float) -> None:
+        """Active reset from a synchronized state (Linux tcp_send_active_reset: SEQ=SND.NXT)."""
+        self._send_rst(self.snd_nxt, self.rcv_nxt, RST | ACK, now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 challenge ACK, rate limited to config.challenge_ack_limit per second (per
+        connection here; Linux also keeps a per-netns limit)."""
+        if now - self.chal_window >= 1.0:
+            self.chal_window = now
+            self.chal_count = 0
+        if self.chal_count >= self.config.challenge_ack_limit:
+            return
+        self.chal_count += 1
+        self.counters["TCPChallengeACK"] += 1
+        self._transmit(self.snd_nxt, b"", ACK, now)
+
+    def _schedule_delack(self, now: float) -> None:
+        """Arm the delayed-ACK timer (Linux tcp_send_delayed_ack): min(ato, srtt, delack_max)."""
+        cfg = self.config
+        ato = self.ato or cfg.delack_min
+        max_ato = cfg.delack_max
+        srtt = self.rtt.srtt
+        if srtt:
+            r = srtt if srtt > cfg.delack_min else cfg.delack_min
+            if r < max_ato:
+                max_ato = r
+        if ato > max_ato:
+            ato = max_ato
+        when = now + ato
+        t = self._t_dack
+        if t.pending and t.expires <= when:
+            return
+        self.wheel.arm(t, when)
+
+    def _output(self, now: float) -> None:
+        """Send what the windows allow (Linux tcp_write_xmit + tcp_xmit_retransmit_queue):
+        first lost segments (RFC 6675 NextSeg rule 1 / RFC 6582), then new data subject to
+        rwnd, cwnd, sender SWS avoidance and Nagle (RFC 9293 3.7.4), then FIN."""
+        st = self.state
+        if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
+            return
+        cc = self.cc
+        cwnd = cc.cwnd if cc is not None else self.config.initial_cwnd * self.mss
+        mss = self.mss
+        una = self.snd_una
+        pipe = -1
+        # ---- retransmissions in recovery / loss
+        if self.ca_state != CA_OPEN or self.force_rtx:
+            while True:
+                start = self.high_rxt if seq_gt(self.high_rxt, una) else una
+                if not seq_lt(start, self.lost_end):
+                    break
+                a = (start - una) & MASK
+                b = (self.lost_end - una) & MASK
+                if self.sack_ok and self.sb.blocks:
+                    hole = self.sb.next_hole(una, a, b)
+                    if hole is None:
+                        self.high_rxt = self.lost_end
+                        break
+                    a, b = hole
+                if not self.force_rtx and cwnd - self._pipe() < mss:
+                    break
+                self.force_rtx = False
+                seq = (una + a) & MASK
+                end = self._retransmit(seq, min(b - a, mss), now)
+                self.high_rxt = end
+            self.force_rtx = False
+        # ---- new data
+        sndbuf = self.sndbuf
+        buf_end = sndbuf.end_seq
+        if buf_end == self.snd_nxt and (self.fin_sent or not self.fin_queued):
+            return                                    # nothing new to send
+        if una == self.snd_nxt and cc is not None and now - self.last_send > self.rtt.rto and buf_end != una:
+            # RFC 5681 4.1 (Linux tcp_cwnd_restart): restart window after an idle period
+            cc.restart_after_idle(now, self.rtt.rto)
+            cwnd = cc.cwnd
+        sent_new = False
+        tso = self.config.tso_segs * mss
+        cfg = self.config
+        while True:
+            nxt = self.snd_nxt
+            avail = (buf_end - nxt) & MASK
+            if avail >= HALF:
+                avail = 0
+            want_fin = self.fin_queued and not self.fin_sent
+            if not avail and not want_fin:
+                break
+            wnd_room = (una + self.snd_wnd - nxt) & MASK
+            if wnd_room >= HALF:
+                wnd_room = 0                          # the window shrank below SND.NXT
+            if pipe < 0:
+                pipe = self._pipe()
+            cwnd_room = cwnd - pipe
+            if cwnd_room < 0:
+                cwnd_room = 0
+            seg_mss = mss
+            if self.sack_ok and (self.dsack is not None or self.ofo.segs):
+                seg_mss = mss - 4 - 8 * max_sack_blocks(self.ts_ok)
+                lim_tso = seg_mss
+            else:
+                lim_tso = tso
+            limit = wnd_room if wnd_room < cwnd_room else cwnd_room
+            if limit > lim_tso:
+                limit = lim_tso
+            if avail <= limit:
+                n = avail
+                if n and n % seg_mss and not want_fin:
+                    # a partial last segment: Nagle (RFC 9293 3.7.4 / Minshall, as Linux)
+                    # and TCP_CORK hold it while appropriate
+                    if cfg.cork or (not cfg.nodelay and seq_gt(self.snd_sml, una) and nxt != una):
+                        n -= n % seg_mss
+                        if n == 0:
+                            break
+            elif limit >= seg_mss:
+                n = limit - limit % seg_mss
+            elif (wnd_room <= cwnd_room and wnd_room and self.max_snd_wnd
+                  and wnd_room >= self.max_snd_wnd // 2 and cwnd_room >= wnd_room):
+                n = wnd_room                          # sender SWS: at least half the max window
+            else:
+                break
+            fin = 0
+            if want_fin and n == avail and wnd_room > n or (want_fin and n == avail and n == 0 and wnd_room):
+                fin = FIN
+            if n == 0 and not fin:
+                break
+            data = sndbuf.get(nxt, n) if n else b""
+            flags = ACK
+            if n == avail and n:
+                flags |= PSH
+            flags |= fin
+            self._transmit(nxt, data, flags, now)
+            sent_new = True
+            self.last_send = now
+            end = (nxt + n) & MASK
+            if n % seg_mss:
+                self.snd_sml = end
+            if fin:
+                self.fin_sent = True
+                end = (end + 1) & MASK
+            self.snd_nxt = end
+            pipe += n + (1 if fin else 0)
+            if self.rtt_time is None and not self.ts_ok:
+                self.rtt_seq = end
+                self.rtt_time = now
+            if n:
+                self.counters["TCPOrigDataSent"] += (n + seg_mss - 1) // seg_mss
+            if not self._t_rtx.pending or self.probe_mode:
+                self.probe_mode = False
+                self.persist_backoff = 0
+                if una == nxt:
+                    self.last_progress = now
+                self._arm(self._t_rtx, now + self.rtt.rto)
+            if fin:
+                break
+        # ---- zero window: persist timer (RFC 9293 3.8.6.1, Linux tcp_check_probe_timer)
+        if not sent_new and self.snd_una == self.snd_nxt:
+            pending = ((buf_end - self.snd_nxt) & MASK) or (self.fin_queued and not self.fin_sent)
+            if pending and not self._t_rtx.pending:
+                self.probe_mode = True
+                self._arm(self._t_rtx, now + self._probe_interval())
+
+    def _retransmit(self, seq: int, n: int, now: float, timeout: bool = False) -> int:
+        """Retransmit up to ``n`` sequence numbers from ``seq`` (data, and FIN if it is there);
+        returns the sequence number after what was sent."""
+        sndbuf = self.sndbuf
+        avail = (sndbuf.end_seq - seq) & MASK
+        if avail >= HALF:
+            avail = 0
+        d = n if n < avail else avail
+        flags = ACK
+        end = (seq + d) & MASK
+        if self.fin_sent and end == self.fin_seq and d < n + 1 and (d == avail):
+            flags |= FIN
+        if d == 0 and not flags & FIN:
+            return (seq + n) & MASK
+        data = sndbuf.get(seq, d) if d else b""
+        if d and d == avail:
+            flags |= PSH
+        self._transmit(seq, data, flags, now)
+        self.retransmits += 1
+        self.counters["RetransSegs"] += 1
+        if timeout:
+            pass                                      # counted as TCPTimeouts by the caller
+        elif self.ca_state == CA_LOSS:
+            self.counters["TCPSlowStartRetrans"] += 1
+        else:
+            self.counters["TCPFastRetrans"] += 1
+        self.rtt_time = None                          # Karn
+        return (end + 1) & MASK if flags & FIN else end
+
+    def _probe_interval(self) -> float:
+        rto = self.rtt.rto
+        base = rto if rto > self.config.rto_min else self.config.rto_min
+        t = base * (1 << min(self.persist_backoff, 16))
+        return t if t < self.config.rto_max else self.config.rto_max
+
+    # ================================================================== timers
+
+    def _arm(self, timer: Timer, when: float) -> None:
+        self.wheel.arm(timer, when)
+
+    def _cancel(self, timer: Timer) -> None:
+        if timer.pending:
+            self.wheel.cancel(timer)
+
+    def _on_rtx_timer(self, now: float) -> None:
+        """Retransmission timer (RFC 6298 5.4-5.7, Linux tcp_retransmit_timer) and, when nothing
+        is outstanding, the zero-window probe timer (Linux tcp_probe_timer)."""
+        st = self.state
+        cfg = self.config
+        if st == SYN_SENT or st == SYN_RECEIVED:
+            limit = cfg.synack_retries if (st == SYN_RECEIVED and self.passive) else cfg.syn_retries
+            if self.n_rtx >= limit:
+                self._finish(TimeoutError(110, "Connection timed out"))
+                return
+            self.n_rtx += 1
+            self.retransmits += 1
+            self.counters["TCPTimeouts"] += 1
+            self.counters["RetransSegs"] += 1
+            self.counters["TCPSynRetrans"] += 1
+            self.rtt.backoff()
+            self._send_syn(now)
+            self._arm(self._t_rtx, now + self.rtt.rto)
+            return
+        if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
+            return
+        if self.probe_mode:
+            self._probe_timer(now)
+            return
+        if self.snd_una == self.snd_nxt:
+            return
+        ut = cfg.user_timeout
+        if self.n_rtx >= cfg.retries2 or (ut and now - self.last_progress >= ut):
+            self.counters["TCPAbortOnTimeout"] += 1
+            self._finish(TimeoutError(110, "Connection timed out"))
+            return
+        self.counters["TCPTimeouts"] += 1
+        # RFC 5681 3.1 / RFC 6298 5.5-5.6: collapse cwnd, back off, retransmit the head;
+        # Linux enters CA_Loss and retransmits everything not SACKed in slow start.
+        if self.cc is not None:
+            self.cc.on_rto(now, self._pipe())
+        self.ca_state = CA_LOSS
+        self.recovery_point = self.snd_nxt
+        self.high_rxt = self.snd_una
+        self.lost_end = self.snd_nxt
+        self.reno_sacked = 0
+        self.dupacks = 0
+        self.rtt_time = None
+        self.rtt.backoff()
+        self.n_rtx += 1
+        una = self.snd_una
+        if self.sb.blocks:
+            hole = self.sb.next_hole(una, 0, (self.snd_nxt - una) & MASK)
+            a, b = hole if hole is not None else (0, self.mss)
+        else:
+            a, b = 0, (self.snd_nxt - una) & MASK
+        self.high_rxt = self._retransmit((una + a) & MASK, min(b - a, self.mss), now, timeout=True)
+        when = now + self.rtt.rto
+        if ut:
+            when = min(when, self.last_progress + ut) if self.last_progress + ut > now else when
+        self._arm(self._t_rtx, when)
+
+    def _probe_timer(self, now: float) -> None:
+        cfg = self.config
+        pending = ((self.sndbuf.end_seq - self.snd_nxt) & MASK) or (self.fin_queued and not self.fin_sent)
+        if not pending or self.snd_una != self.snd_nxt:
+            self.probe_mode = False
+            return
+        ut = cfg.user_timeout
+        if self.probes_out >= cfg.retries2 or (ut and self.probes_out and now - self.last_progress >= ut):
+            self.counters["TCPAbortOnTimeout"] += 1
+            self._finish(TimeoutError(110, "Connection timed out"))
+            return
+        wnd_room = (self.snd_una + self.snd_wnd - self.snd_nxt) & MASK
+        if wnd_room and wnd_room < HALF:
+            # tcp_write_wakeup: the window is open a little: send what fits
+            self.probe_mode = False
+            n = min(wnd_room, (self.sndbuf.end_seq - self.snd_nxt) & MASK, self.mss)
+            nxt = self.snd_nxt
+            if n:
+                self._transmit(nxt, self.sndbuf.get(nxt, n), ACK | PSH, now)
+                self.snd_nxt = (nxt + n) & MASK
+                self.counters["TCPOrigDataSent"] += 1
+            else:
+                self._output(now)
+            self.probes_out += 1
+            self.persist_backoff += 1
+            self._arm(self._t_rtx, now + self._probe_interval())
+            return
+        # zero window: a probe with an old sequence number elicits an ACK with the window
+        # (Linux tcp_xmit_probe_skb: SEQ=SND.UNA-1, no data)
+        self.counters["TCPWinProbe"] += 1
+        self._transmit((self.snd_una - 1) & MASK, b"", ACK, now)
+        self.probes_out += 1
+        self.persist_backoff += 1
+        self._arm(self._t_rtx, now + self._probe_interval())
+
+    def _on_dack_timer(self, now: float) -> None:
+        """Delayed-ACK timer (Linux tcp_delack_timer_handler)."""
+        if self.ack_pending and self.state != CLOSED:
+            self.counters["DelayedACKs"] += 1
+            self._send_ack(now)
+
+    def _on_ka_timer(self, now: float) -> None:
+        """Keepalive (RFC 9293 3.8.4 / RFC 1122 4.2.3.6, Linux tcp_keepalive_timer) and the
+        FIN_WAIT_2 timeout for closed connections (tcp_fin_timeout)."""
+        st = self.state
+        cfg = self.config
+        if st == FIN_WAIT_2:
+            if self.closed_by_app:
+                # Linux: an orphaned FIN_WAIT_2 past tcp_fin_timeout is reset and dropped
+                self.counters["TCPAbortOnTimeout"] += 1
+                self._send_rst_now(now)
+                self._finish(None)
+                return
+        if not cfg.keepalive or st in (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, TIME_WAIT):
+            return
+        if self.snd_una != self.snd_nxt or len(self.sndbuf) and self.snd_nxt != self.sndbuf.end_seq:
+            self._arm(self._t_ka, now + cfg.keepalive_time)
+            return
+        idle = now - self.last_rcv_time
+        if self.ka_probes and self.last_rcv_time > self._t_ka.expires - cfg.keepalive_intvl - 1e-9 and idle < cfg.keepalive_intvl:
+            self.ka_probes = 0
+        if idle >= cfg.keepalive_time or self.ka_probes:
+            if self.last_rcv_time >= now - cfg.keepalive_intvl and self.ka_probes and idle < cfg.keepalive_intvl:
+                self.ka_probes = 0
+                self._arm(self._t_ka, self.last_rcv_time + cfg.keepalive_time)
+                return
+            ut = cfg.user_timeout
+            if (ut and idle >= ut and self.ka_probes) or self.ka_probes >= cfg.keepalive_probes:
+                self.counters["TCPAbortOnTimeout"] += 1
+                self._send_rst_now(now)
+                self._finish(TimeoutError(110, "Connection timed out"))
+                return
+            self.counters["TCPKeepAlive"] += 1
+            self._transmit((self.snd_una - 1) & MASK, b"", ACK, now)
+            self.ka_probes += 1
+            self._arm(self._t_ka, now + cfg.keepalive_intvl)
+        else:
+            self.ka_probes = 0
+            self._arm(self._t_ka, self.last_rcv_time + cfg.keepalive_time)
+
+    def _on_tw_timer(self, now: float) -> None:
+        if self.state == TIME_WAIT:
+            self.counters["TimeWaited"] += 1
+            self._set_state(CLOSED)
+            self._do_release()
+
+    # ================================================================== state changes
+
+    def _set_state(self, new: str) -> None:
+        """Linux tcp_set_state's MIB bookkeeping (CurrEstab, EstabResets, AttemptFails)."""
+        old = self.state
+        if old == new:
+            return
+        c = self.counters
+        if new == ESTABLISHED:
+            c["CurrEstab"] += 1
+        elif new == CLOSE_WAIT:
+            if old == SYN_RECEIVED:
+                c["CurrEstab"] += 1
+        else:
+            if new == CLOSED:
+                if old == ESTABLISHED or old == CLOSE_WAIT:
+                    c["EstabResets"] += 1
+                elif old == SYN_SENT or old == SYN_RECEIVED:
+                    c["AttemptFails"] += 1
+            if old == ESTABLISHED or old == CLOSE_WAIT:
+                c["CurrEstab"] -= 1
+        self.state = new
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._set_state(TIME_WAIT)
+        w = self.wheel
+        for t in (self._t_rtx, self._t_ka):
+            if t.pending:
+                w.cancel(t)
+        self.probe_mode = False
+        self._arm(self._t_tw, now + self.config.time_wait)
+        if self.closed_by_app or not self.eof_pending:
+            self._notify(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """Enter CLOSED for good: stop timers, tell the handler once, release once."""
+        self._set_state(CLOSED)
+        w = self.wheel
+        for t in (self._t_rtx, self._t_dack, self._t_ka, self._t_tw):
+            if t.pending:
+                w.cancel(t)
+        self.ack_pending = 0
+        self.probe_mode = False
+        self._notify(exc)
+        self._do_release()
+
+    def _notify(self, exc: BaseException | None) -> None:
+        if self._notified:
+            return
+        self._notified = True
+        h = self.handler
+        if h is not None:
+            h.tcp_closed(exc)
+
+    def _do_release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        r = self.release
+        if r is not None:
+            r(self)
+
+    def __repr__(self) -> str:
+        return (f"<TcpConnection {self.lport}->{self.rport} {self.state} una={self.snd_una} "
+                f"nxt={self.snd_nxt} rcv_nxt={self.rcv_nxt}>")
