@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import hashlib
 import json
@@ -143,6 +144,26 @@ class _Timeout(Exception):
     pass
 
 
+_PROFILER: Any = None     # set by --profile: enabled only inside the timed sections
+
+
+def prof_on() -> None:
+    if _PROFILER is not None:
+        _PROFILER.enable()
+
+
+def prof_off() -> None:
+    if _PROFILER is not None:
+        _PROFILER.disable()
+
+
+def fd_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
 async def _bounded(aw: Any, timeout: float, what: Callable[[], str]) -> Any:
     try:
         return await asyncio.wait_for(aw, timeout)
@@ -207,12 +228,16 @@ async def app_bulk_send(net: Any, a: argparse.Namespace) -> dict:
     data = pattern(a.seed, a.size)
     done: asyncio.Future = loop.create_future()
     proto = _SendProto(data, done)
-    tr, _ = await _bounded(net.create_connection(lambda: proto, a.host, a.port), 15, lambda: "connect")
+    prof_on()
     try:
-        reply = await _bounded(done, a.timeout, lambda: f"wrote {proto.off}/{a.size} bytes, eof_sent={proto.eof_sent}, "
-                                                        f"reply={bytes(proto.reply)!r}")
+        tr, _ = await _bounded(net.create_connection(lambda: proto, a.host, a.port), 15, lambda: "connect")
+        try:
+            reply = await _bounded(done, a.timeout, lambda: f"wrote {proto.off}/{a.size} bytes, "
+                                   f"eof_sent={proto.eof_sent}, reply={bytes(proto.reply)!r}")
+        finally:
+            tr.close()
     finally:
-        tr.close()
+        prof_off()
     lines = reply.split(b"\n")
     if not lines[0].startswith(b"DONE "):
         raise RuntimeError(f"bad reply from the receiver: {reply!r}")
@@ -261,11 +286,15 @@ async def app_bulk_recv(net: Any, a: argparse.Namespace) -> dict:
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
     proto = _RecvProto(done)
-    tr, _ = await _bounded(net.create_connection(lambda: proto, a.host, a.port), 15, lambda: "connect")
+    prof_on()
     try:
-        await _bounded(done, a.timeout, lambda: f"received {proto.n}/{a.size} bytes")
+        tr, _ = await _bounded(net.create_connection(lambda: proto, a.host, a.port), 15, lambda: "connect")
+        try:
+            await _bounded(done, a.timeout, lambda: f"received {proto.n}/{a.size} bytes")
+        finally:
+            tr.close()
     finally:
-        tr.close()
+        prof_off()
     secs = proto.t1 - proto.t0
     if proto.n != a.size:
         raise RuntimeError(f"received {proto.n} bytes, the peer sent {a.size}")
@@ -321,11 +350,15 @@ async def app_rr_latency(net: Any, a: argparse.Namespace) -> dict:
     warmup = max(10, a.count // 20)
     done: asyncio.Future = loop.create_future()
     proto = _RRProto(a.count + warmup, done)
-    tr, _ = await _bounded(net.create_connection(lambda: proto, a.host, a.port), 15, lambda: "connect")
+    prof_on()
     try:
-        await _bounded(done, a.timeout, lambda: f"{proto.i}/{a.count + warmup} round trips")
+        tr, _ = await _bounded(net.create_connection(lambda: proto, a.host, a.port), 15, lambda: "connect")
+        try:
+            await _bounded(done, a.timeout, lambda: f"{proto.i}/{a.count + warmup} round trips")
+        finally:
+            tr.close()
     finally:
-        tr.close()
+        prof_off()
     s = sorted(proto.samples[warmup:])
     n = len(s)
     med = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
@@ -412,8 +445,12 @@ async def app_conn_rate(net: Any, a: argparse.Namespace) -> dict:
             done_count += 1
 
     t0 = time.perf_counter()
-    await _bounded(asyncio.gather(*(worker() for _ in range(a.concurrency))), a.timeout,
-                   lambda: f"{done_count}/{a.count} connections done")
+    prof_on()
+    try:
+        await _bounded(asyncio.gather(*(worker() for _ in range(a.concurrency))), a.timeout,
+                       lambda: f"{done_count}/{a.count} connections done")
+    finally:
+        prof_off()
     secs = time.perf_counter() - t0
     served = int(await _control(net, a, b"STATS\n"))
     if served < a.count:
@@ -457,7 +494,7 @@ async def app_idle_conns(net: Any, a: argparse.Namespace) -> dict:
     for _ in range(3):
         gc.collect()
     await asyncio.sleep(0.2)
-    rss0, slab0, sock0 = vmrss_bytes(), meminfo_bytes("Slab"), sockstat_tcp()
+    rss0, slab0, sock0, fd0 = vmrss_bytes(), meminfo_bytes("Slab"), sockstat_tcp(), fd_count()
     t0 = time.perf_counter()
 
     async def batch_all() -> None:
@@ -467,12 +504,24 @@ async def app_idle_conns(net: Any, a: argparse.Namespace) -> dict:
             await asyncio.gather(*(one() for _ in range(k)))
             left -= k
 
-    await _bounded(batch_all(), a.timeout, lambda: f"{len(transports) - 1}/{a.count} connections open")
+    prof_on()
+    try:
+        await _bounded(batch_all(), a.timeout, lambda: f"{len(transports) - 1}/{a.count} connections open, "
+                       f"{fd_count() - fd0} more fds than before")
+    except OSError as exc:
+        if exc.errno != errno.EMFILE:
+            raise
+        n = max(1, len(transports) - 1)
+        raise OSError(errno.EMFILE, f"Too many open files after {n}/{a.count} connections: "
+                      f"{(fd_count() - fd0) / n:.1f} fds per connection, RLIMIT_NOFILE "
+                      f"{resource.getrlimit(resource.RLIMIT_NOFILE)[0]}") from exc
+    finally:
+        prof_off()
     secs = time.perf_counter() - t0
     for _ in range(3):
         gc.collect()
     await asyncio.sleep(0.5)
-    rss1, slab1, sock1 = vmrss_bytes(), meminfo_bytes("Slab"), sockstat_tcp()
+    rss1, slab1, sock1, fd1 = vmrss_bytes(), meminfo_bytes("Slab"), sockstat_tcp(), fd_count()
     server_open = int(await _control(net, a, b"COUNT\n"))
     if server_open != a.count + 1:
         raise RuntimeError(f"server holds {server_open} connections, expected {a.count + 1}")
@@ -482,7 +531,7 @@ async def app_idle_conns(net: Any, a: argparse.Namespace) -> dict:
                      "slab_delta": slab1 - slab0, "slab_kib_per_conn": (slab1 - slab0) / k / 1024,
                      "sockstat_mem_pages_delta": sock1.get("mem", 0) - sock0.get("mem", 0),
                      "sockstat_inuse_delta": sock1.get("inuse", 0) - sock0.get("inuse", 0),
-                     "server_open": server_open, "verified": "greeting on every connection + server count"}}
+                     "fds_per_conn": (fd1 - fd0) / k, "server_open": server_open, "verified": "greeting on every connection + server count"}}
     for tr in transports:
         tr.abort()
     return res
@@ -536,11 +585,11 @@ def app_main(a: argparse.Namespace) -> int:
         factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     else:
         factory = asyncio.new_event_loop
+    global _PROFILER
     prof = None
     if a.profile:
         import cProfile
-        prof = cProfile.Profile()
-        prof.enable()
+        prof = _PROFILER = cProfile.Profile()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             res = runner.run(_app_async(a))
@@ -550,6 +599,7 @@ def app_main(a: argparse.Namespace) -> int:
         ok = False
     if prof is not None:
         prof.disable()
+        _PROFILER = None
         prof.dump_stats(a.profile)
     print("RESULT " + json.dumps(res), flush=True)
     return 0 if ok else 1

@@ -1,6 +1,13 @@
 """``Server``: an ``asyncio.AbstractServer`` over the core's listeners (semantics of asyncio 3.12+:
 ``close()`` stops listening, existing connections live on; ``wait_closed()`` returns once the
-server is closed and its connections are gone)."""
+server is closed and its connections are gone).
+
+Each listener (``tcp.listener.Listener``) keeps established children in its accept queue; while
+the server is serving, ``_on_acceptable`` drains that queue into ``protocol_factory()`` (the
+``accept()`` loop of asyncio's ``_accept_connection``).  Before ``start_serving()`` -- or when it
+was created with ``start_serving=False`` -- connections wait there, bounded by ``backlog``, and
+the listener handles overflow as Linux does (``ListenOverflows``/``ListenDrops``).  ``close()``
+closes the listeners: children not yet handed out are reset."""
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +55,6 @@ class Server(asyncio.AbstractServer):
         self._sockets: list[ServerSocket] = []
         self._serving = False
         self._closed = False
-        self._not_started: list[TcpTransport] = []
         self._active: set[TcpTransport] = set()
         self._waiters: list[asyncio.Future] | None = []
         self._serving_forever_fut: asyncio.Future | None = None
@@ -58,19 +64,33 @@ class Server(asyncio.AbstractServer):
         self._listeners.append(listener)
         self._sockets.append(ServerSocket(family, addr))
 
-    def _accept(self, conn: Any) -> TcpTransport | None:
-        """Listener callback: a handshake completed; returns the connection's handler."""
-        if self._closed:
-            return None
-        transport = TcpTransport(self._stack, self._loop, server=self)
-        transport._attach(conn)
-        self._stack._transports.add(transport)
-        self._active.add(transport)
-        if self._serving:
+    def _on_acceptable(self, listener: Any) -> None:
+        """Listener callback (``core.listen(on_acceptable=...)``): a child was appended to the
+        accept queue.  Before ``start_serving`` (or after ``close``) children stay there, as in
+        the kernel; the queue's bound (``backlog``) then makes the listener drop final ACKs."""
+        if self._serving and not self._closed:
+            self._drain(listener)
+
+    def _drain(self, listener: Any) -> None:
+        """``accept()`` every established child and hand it to ``protocol_factory()``."""
+        stack = self._stack
+        core = stack.core
+        now = self._loop.time()
+        while self._serving and not self._closed:
+            conn = listener.accept()
+            if conn is None:
+                break
+            transport = TcpTransport(stack, self._loop, server=self)
+            transport._attach(conn)
+            conn.handler = transport
+            stack._transports.add(transport)
+            self._active.add(transport)
+            transport.tcp_established()      # the child went ESTABLISHED with no handler
             self._begin(transport)
-        else:
-            self._not_started.append(transport)
-        return transport
+            if not transport._lost:
+                # data / EOF that arrived while it waited: with this batch, or now
+                core.wake(conn, now)
+        stack._kick()
 
     def _begin(self, transport: TcpTransport) -> None:
         try:
@@ -130,13 +150,8 @@ class Server(asyncio.AbstractServer):
         self._serving = False
         now = self._loop.time()
         for listener in self._listeners:
-            listener.close(now)
+            listener.close(now)        # resets the children still in its accept queue
         self._listeners = []
-        for t in self._not_started:
-            self._active.discard(t)
-            t._server = None
-            t.abort()
-        self._not_started = []
         fut = self._serving_forever_fut
         if fut is not None and not fut.done():
             fut.cancel()
@@ -161,9 +176,8 @@ class Server(asyncio.AbstractServer):
         if self._serving or self._closed:
             return
         self._serving = True
-        pending, self._not_started = self._not_started, []
-        for t in pending:
-            self._begin(t)
+        for listener in list(self._listeners):
+            self._drain(listener)
 
     async def serve_forever(self) -> None:
         if self._serving_forever_fut is not None:

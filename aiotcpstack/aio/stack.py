@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -30,7 +31,7 @@ log = logging.getLogger("aiotcpstack.aio")
 
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TcpConfig)}
 #: options that configure the stack rather than TCP
-_STACK_OPTIONS = {"vnet", "pcap", "timer_granularity", "secret", "link"}
+_STACK_OPTIONS = {"vnet", "pcap", "timer_granularity", "secret", "link", "control"}
 
 
 def _parse_addresses(address: Any) -> list[tuple[bytes, int]]:
@@ -62,7 +63,9 @@ class Stack:
     ``address="198.18.0.3/24"`` (or a list / comma-separated string, v4 and/or v6) is dedicated mode.
     ``options`` are :class:`~aiotcpstack.tcp.config.TcpConfig` fields (``sndbuf``, ``rcvbuf``,
     ``congestion_control``, ``nodelay``, ...) plus ``vnet`` (use the vnet header offloads, default
-    True), ``pcap`` (path: record every frame) and ``timer_granularity``.
+    True), ``pcap`` (path: record every frame), ``timer_granularity`` and ``control`` (True or a path:
+    serve ``aiotcpstack ss`` / ``nstat`` on an owner-only unix socket, default
+    ``/run/aiotcpstack/<pid>.sock``).
     """
 
     def __init__(self, interface: str, netns: str | None = None, address: Any = None, **options: Any) -> None:
@@ -103,6 +106,7 @@ class Stack:
         self._started = False
         self._closed = False
         self._pcap_writer: Any = None
+        self._control: Any = None      # tools.control.ControlServer when control=True|path
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "Stack":
@@ -121,6 +125,11 @@ class Stack:
         self._loop = loop
         try:
             self._start_sync(loop)
+            if self._options.get("control"):
+                from ..tools.control import ControlServer
+                ctl = self._options["control"]
+                self._control = ControlServer(self, None if ctl is True else ctl)
+                await self._control.start()
         except BaseException:
             self._teardown()
             raise
@@ -162,7 +171,8 @@ class Stack:
 
         if not self.dedicated:
             from ..host import firewall, ports
-            self._guard = firewall.RstGuard(netns=self.netns)
+            # on lo the guard must cover lo itself (kernel peers reach us over it)
+            self._guard = firewall.RstGuard(netns=self.netns, interface=self.interface)
             self._ports = ports.PortReservation(netns=self.netns)
 
         self.wheel = TimerWheel(now=loop.time(), granularity=opts.get("timer_granularity", 0.001))
@@ -175,6 +185,8 @@ class Stack:
             release_port=None if self.dedicated else self._release_port,
             secret=opts.get("secret") or os.urandom(32))
         self.core.loopback_hook = self._schedule_loopback
+        self._loopback_link = bool(getattr(link, "is_loopback", False))
+        self.core.loopback_link = self._loopback_link
         link.open_reader(self._on_frames)
         link.attach(loop)
 
@@ -209,6 +221,9 @@ class Stack:
         self._teardown()
 
     def _teardown(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self._timer_handle is not None:
             self._timer_handle.cancel()
             self._timer_handle = None
@@ -320,6 +335,9 @@ class Stack:
     def _neighbour_lookup(self, ip: bytes, done: Callable[[bytes | None], None]) -> None:
         """Shared mode: ask the kernel's neighbour table (it resolves; we poll a few times)."""
         loop = self._loop
+        if getattr(self, "_loopback_link", False):
+            loop.call_soon(done, bytes(6))      # lo: no link-layer addresses (zero MACs)
+            return
         from ..host import iface
         ifindex = self._ifindex
         attempts = [0]
@@ -375,47 +393,123 @@ class Stack:
                                 server_hostname: str | None = None, ssl_handshake_timeout: float | None = None,
                                 ssl_shutdown_timeout: float | None = None, happy_eyeballs_delay: float | None = None,
                                 interleave: int | None = None, all_errors: bool = False) -> tuple[Any, Any]:
+        """``loop.create_connection`` through the stack: the arguments, their checks, the address
+        resolution (``getaddrinfo`` through the loop), happy eyeballs and the error aggregation
+        are those of ``asyncio.base_events.BaseEventLoop.create_connection``."""
         loop = self._check_running()
         if sock is not None:
             raise ValueError("sock= cannot be used with an aiotcpstack Stack: the stack owns its own "
-                             "endpoints (pass host and port)")
+                             "endpoints (pass host and port; the drop-in loop hands sock= to its base loop)")
         if server_hostname is not None and not ssl:
             raise ValueError("server_hostname is only meaningful with ssl")
         if server_hostname is None and ssl:
-            server_hostname = host if isinstance(host, str) else ""
+            if not host:
+                raise ValueError("You must set server_hostname when using ssl without a host")
+            server_hostname = host
         if ssl_handshake_timeout is not None and not ssl:
             raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
-        if host is None or port is None:
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1           # RFC 8305 "First Address Family Count"
+        if host is None and port is None:
             raise ValueError("host and port was not specified and no sock specified")
-        targets = await self._resolve(host, port, family)
-        lip = lport = None
+        infos = await _ensure_resolved(loop, host, port, family, proto, flags)
+        if not infos:
+            raise OSError("getaddrinfo() returned empty list")
+        laddr_infos = None
         if local_addr is not None:
-            lhost, lport = local_addr[0], local_addr[1]
-            if lhost:
-                lip = _ip_bytes(lhost)
-                if lip is None:
-                    lip = (await self._resolve(lhost, lport or 0))[0][0]
-        if family in (socket.AF_INET, socket.AF_INET6):
-            want = 4 if family == socket.AF_INET else 16
-            targets = [t for t in targets if len(t[0]) == want] or targets
-        exceptions: list[BaseException] = []
-        transport = None
-        for rip, rport in targets:
-            try:
-                transport = await self._connect_one(loop, rip, rport, lip, lport)
-                break
-            except OSError as exc:
-                exceptions.append(exc)
+            laddr_infos = await _ensure_resolved(loop, local_addr[0], local_addr[1], family, proto, flags)
+            if not laddr_infos:
+                raise OSError("getaddrinfo() returned empty list")
+        if interleave:
+            from asyncio.base_events import _interleave_addrinfos
+            infos = _interleave_addrinfos(infos, interleave)
+        exceptions: list[list[BaseException]] = []
+        transport: TcpTransport | None = None
+        if happy_eyeballs_delay is None:
+            for info in infos:
+                try:
+                    transport = await self._connect_sock(loop, exceptions, info, laddr_infos)
+                    break
+                except OSError:
+                    continue
+        else:
+            from asyncio import staggered
+            won: list[TcpTransport] = []
+
+            async def attempt(info: tuple) -> TcpTransport:
+                t = await self._connect_sock(loop, exceptions, info, laddr_infos)
+                won.append(t)
+                return t
+            transport, _, _ = await staggered.staggered_race(
+                (functools.partial(attempt, info) for info in infos), happy_eyeballs_delay)
+            for t in won:        # losers that connected anyway (as asyncio closes their sockets)
+                if t is not transport:
+                    t.abort()
         if transport is None:
-            if len(exceptions) == 1 or all_errors is False and len({str(e) for e in exceptions}) == 1:
-                raise exceptions[0]
-            if all_errors:
-                raise ExceptionGroup("create_connection failed", exceptions)
-            raise OSError("Multiple exceptions: {}".format(", ".join(str(e) for e in exceptions)))
+            flat = [exc for sub in exceptions for exc in sub]
+            try:
+                if all_errors:
+                    raise ExceptionGroup("create_connection failed", flat)
+                if len(flat) == 1:
+                    raise flat[0]
+                model = str(flat[0])
+                if all(str(exc) == model for exc in flat):
+                    raise flat[0]
+                raise OSError("Multiple exceptions: {}".format(", ".join(str(exc) for exc in flat)))
+            finally:
+                flat = None  # type: ignore[assignment]
+                exceptions = None  # type: ignore[assignment]
         return await self._finish_connection(loop, transport, protocol_factory, ssl, server_hostname,
                                              ssl_handshake_timeout, ssl_shutdown_timeout)
+
+    async def _connect_sock(self, loop: asyncio.AbstractEventLoop, exceptions: list, addr_info: tuple,
+                            local_addr_infos: list | None) -> TcpTransport:
+        """One attempt (``BaseEventLoop._connect_sock``): pick a local address of the same
+        family, then the handshake; every failure is recorded in ``exceptions``."""
+        my_exceptions: list[BaseException] = []
+        exceptions.append(my_exceptions)
+        family, _type, _proto, _, address = addr_info
+        try:
+            rip = _ip_bytes(address[0])
+            if rip is None:
+                raise OSError(errno.EAFNOSUPPORT, f"Address family not supported: {address!r}")
+            lip = lport = None
+            if local_addr_infos is not None:
+                for lfamily, _, _, _, laddr in local_addr_infos:
+                    if lfamily != family:
+                        continue
+                    lip = _ip_bytes(laddr[0])
+                    lport = laddr[1]
+                    if lip is not None and not any(lip == a for a, _ in self.core.routing.addresses) \
+                            and lip not in (b"\0" * 4, b"\0" * 16):
+                        exc = OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+                        msg = (f"error while attempting to bind on address {laddr!r}: "
+                               f"{exc.strerror.lower()}")
+                        my_exceptions.append(OSError(exc.errno, msg))
+                        lip = None
+                        continue
+                    break
+                else:
+                    if my_exceptions:
+                        raise my_exceptions.pop()
+                    raise OSError(f"no matching local address with family={family!r} found")
+                if lip is None:
+                    raise my_exceptions.pop()
+                if lip in (b"\0" * 4, b"\0" * 16):
+                    lip = None
+            try:
+                return await self._connect_one(loop, rip, address[1], lip, lport or None)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE and lport:
+                    raise OSError(exc.errno, f"error while attempting to bind on address "
+                                  f"{(address[0] if lip is None else _ip_str(lip), lport)!r}: "
+                                  f"address already in use") from None
+                raise
+        except OSError as exc:
+            my_exceptions.append(exc)
+            raise
 
     async def _connect_one(self, loop: asyncio.AbstractEventLoop, rip: bytes, rport: int,
                            lip: bytes | None, lport: int | None) -> TcpTransport:
@@ -513,7 +607,8 @@ class Stack:
         server = Server(self, loop, protocol_factory, ssl, backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
         try:
             for ip in hosts:
-                listener = self.core.listen(ip, port, backlog, server._accept, config)
+                listener = self.core.listen(ip, port, backlog, None, config,
+                                            on_acceptable=server._on_acceptable)
                 if not port:
                     port = listener.port      # several hosts: same port for all (like asyncio)
                 fam, addr = listener_sockaddr(listener.ip, listener.port)
@@ -629,3 +724,19 @@ def _mac_bytes(mac: Any) -> bytes:
     if isinstance(mac, (bytes, bytearray)) and len(mac) == 6:
         return bytes(mac)
     return bytes.fromhex(str(mac).replace(":", "").replace("-", ""))
+
+
+def _ip_str(ip: bytes) -> str:
+    return str(ipaddress.ip_address(ip))
+
+
+async def _ensure_resolved(loop: asyncio.AbstractEventLoop, host: Any, port: Any, family: int, proto: int,
+                           flags: int) -> list[tuple]:
+    """``BaseEventLoop._ensure_resolved``: numeric hosts without a lookup (``_ipaddr_info``),
+    names through ``loop.getaddrinfo`` (the base loop's resolver), SOCK_STREAM only."""
+    from asyncio.base_events import _ipaddr_info
+    info = _ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
+    if info is not None:
+        return [info]
+    return list(await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
+                                       proto=proto, flags=flags))

@@ -24,7 +24,9 @@ entry, no wasted kernel CPU per segment.  ``fib daddr type local`` limits it to 
 host (forwarded flows that happen to use the port are untouched).  The output-hook rule is a
 belt-and-braces for anything the kernel still originates with such a source port (our own frames go out
 through AF_PACKET and never traverse the IP output hook, so they are not affected).  Loopback is exempt:
-the stack does not see lo traffic, so local kernel clients keep getting the kernel's honest answers.
+the stack does not see lo traffic, so local kernel clients keep getting the kernel's honest answers --
+unless the stack's interface IS lo (``RstGuard(interface="lo")``): then lo is covered like any other
+interface, since kernel sockets in the namespace are the peers the stack talks to over lo.
 
 Cost of ``add_port``: one NFT_MSG_NEWSETELEM inside a BATCH_BEGIN/END sent on a NETLINK_NETFILTER socket
 that was opened in the stack's namespace at construction, waiting for the kernel's ACK (so the element is
@@ -200,8 +202,11 @@ class RstGuard:
     ``add_port(p)`` / ``remove_port(p)`` (cheap: one netlink batch), ``ports``, ``close()``; a context manager.
     """
 
-    def __init__(self, netns: str | None = None, use_netlink: bool = True) -> None:
+    def __init__(self, netns: str | None = None, use_netlink: bool = True, interface: str | None = None) -> None:
         global _counter
+        #: the stack's own interface is the loopback device: then lo is not exempt (kernel clients
+        #: and servers in the namespace are exactly the peers the stack talks to over lo)
+        self.covers_lo = interface == "lo"
         _require_nft()
         if netns is not None and not _ns.netns_exists(netns):
             from .errors import NoSuchNamespaceError
@@ -239,13 +244,13 @@ class RstGuard:
                 f"  set ports {{ type inet_service; comment \"local TCP ports owned by aiotcpstack pid {self.pid}\"; }}\n"
                 f"  chain pre {{\n"
                 f"    type filter hook prerouting priority raw; policy accept;\n"
-                f"    iif \"lo\" accept\n"
-                f"    tcp dport @ports fib daddr type local counter drop\n"
+                + ("" if self.covers_lo else "    iif \"lo\" accept\n")
+                + f"    tcp dport @ports fib daddr type local counter drop\n"
                 f"  }}\n"
                 f"  chain out {{\n"
                 f"    type filter hook output priority raw; policy accept;\n"
-                f"    oif \"lo\" accept\n"
-                f"    tcp sport @ports tcp flags & rst == rst counter drop\n"
+                + ("" if self.covers_lo else "    oif \"lo\" accept\n")
+                + f"    tcp sport @ports tcp flags & rst == rst counter drop\n"
                 f"  }}\n"
                 f"}}\n")
 

@@ -3,8 +3,18 @@
 ``NetworkCore.receive(batch, now)`` is the softirq: for each ``(frame, csum_trusted)`` it parses
 Ethernet, answers ARP (and ICMP echo in dedicated mode), parses IPv4/IPv6, verifies (or trusts)
 the TCP checksum, and demultiplexes by 4-tuple (a dict lookup) to ``TcpConnection.on_segment``, or
-by ``(ip, port)`` to a listener.  After the batch, ``end_batch(now)`` runs once per connection that
-got segments (the prequeue's purpose: one delivery and one ACK decision per batch).
+by ``(ip, port)`` to a listener (``tcp.listener.Listener``: SYN queue of request socks, accept
+queue, SYN cookies).  After the batch, ``end_batch(now)`` runs once per connection that got
+segments (the prequeue's purpose: one delivery and one ACK decision per batch).
+
+Socket ownership and the backlog (``tcp_v4_rcv``'s ``sock_owned_by_user`` / ``sk_add_backlog`` /
+``release_sock``): while a connection is *owned* -- its data is being delivered to the protocol
+(``end_batch`` runs under ownership), or the aio layer holds it with :meth:`NetworkCore.lock_conn`
+-- segments for it are not processed but appended to its backlog, bounded by ``rcvbuf + sndbuf``
+bytes (payload plus a per-segment overhead standing in for the skb truesize); overflow is dropped
+and counted ``TCPBacklogDrop``.  When ownership ends (:meth:`NetworkCore.release_conn`, or the
+delivery returns) the backlog is processed in order and delivered once more (``__release_sock``).
+See ``docs/listen-path.md``.
 
 Output: each connection gets a :class:`Route` whose bound ``output(hdr, payload)`` builds TCP
 (checksum in software, or partial with the link's checksum offload), the IP header, the
@@ -33,7 +43,7 @@ from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, DemuxTable
-from .listen import Listener
+from ..tcp.listener import Listener
 from .neighbour import REACHABLE, NeighbourEntry, NeighbourTable
 from .routing import RoutingTable
 
@@ -51,6 +61,9 @@ _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
 _MASK32 = 0xFFFFFFFF
 #: largest TCP payload of one output() call so that IP total length stays <= 65535
 MAX_GSO_PAYLOAD = 65535 - 20 - 60
+#: bytes a backlogged segment costs beyond its payload (stands in for the kernel's skb truesize
+#: overhead, so a flood of empty segments is bounded by the backlog limit too)
+BACKLOG_SEG_OVERHEAD = 256
 
 Transmit = Callable[..., None]
 #: shared mode: ``neighbour_lookup(ip, done)``; ``done(mac | None)`` may be called later.
@@ -76,7 +89,10 @@ class Route:
         self.lip = lip
         self.rip = rip
         self.v6 = len(lip) == 16
-        self.local = rip in core.local_v4 or rip in core.local_v6   # to ourselves: loopback
+        local = rip in core.local_v4 or rip in core.local_v6   # to ourselves: loopback
+        # (asyncio issue) shared mode on the kernel's ``lo``: an address of ours is the kernel's
+        # too, so the peer may be a kernel socket; decided at the first segment (_decide_local)
+        self.local = None if local and core.loopback_link and not core.dedicated else local
         self.neigh = neigh
         self.mss = core.mss6 if self.v6 else core.mss4   # our side (link MTU)
         self.peer_mss: int | None = None
@@ -104,6 +120,19 @@ class Route:
 
     def output(self, hdr: TcpHeader, payload: bytes | memoryview = b"") -> None:
         self.core._tcp_output(self, hdr, payload)
+
+
+class _Owner:
+    """Ownership of one connection (``sk_lock.owned``) and its backlog (``sk_backlog``):
+    ``depth`` nested holders, ``queue`` of ``(hdr, payload)`` waiting, ``size`` their cost."""
+
+    __slots__ = ("depth", "queue", "size", "wake")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.wake = False                # a delivery was asked for while owned
+        self.queue: list[tuple[TcpHeader, bytes]] = []
+        self.size = 0
 
 
 class NetworkCore:
@@ -157,6 +186,10 @@ class NetworkCore:
         self.loopback_hook: Callable[[], None] | None = None
         self._loop_q: list[tuple[bytes, bool]] = []
         self._touched: dict[Any, None] = {}
+        #: connections owned by the application (a protocol callback in progress): their
+        #: segments go to the backlog (see the module docstring)
+        self._owned: dict[Any, _Owner] = {}
+        self._rx_depth = 0               # > 0 while receive() is in its frame loop
         self._ident = 0
         self._port_counter = 0
         self._isn = None
@@ -188,6 +221,28 @@ class NetworkCore:
         ip_unpack = _IP4.unpack_from
         rx_tcp = self._rx_tcp
         nframes = 0
+        self._rx_depth += 1
+        try:
+            self._rx_frames(batch, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
+        finally:
+            self._rx_depth -= 1
+        # the prequeue's purpose: each touched connection delivers once per batch (a delivery
+        # can touch more connections: a re-entrant receive, a Server draining its accept queue)
+        while self._touched:
+            touched = self._touched
+            self._touched = {}
+            for conn in touched:
+                try:
+                    self._deliver_conn(conn, now)
+                except Exception:
+                    counters["StackErrors"] += 1
+                    if self.strict:
+                        raise
+                    log.exception("error in end_batch")
+
+    def _rx_frames(self, batch: list, now: float, counters: Counters, mac: bytes, local_v4: set,
+                   eth_unpack: Any, ip_unpack: Any, rx_tcp: Any) -> None:
+        nframes = 0
         for frame, trusted in batch:
             nframes += 1
             n = len(frame)
@@ -195,7 +250,7 @@ class NetworkCore:
                 counters["LinkInDrops"] += 1
                 continue
             dst, src, ethertype = eth_unpack(frame)
-            if src == mac:       # our own (or the kernel's) outgoing frame seen by a tap
+            if src == mac and not self.loopback_link:   # our own (or the kernel's) outgoing frame seen by a tap
                 continue
             try:
                 if ethertype == ETH_P_IP:
@@ -232,16 +287,80 @@ class NetworkCore:
                     raise
                 log.exception("error processing a received frame")
         counters["LinkInFrames"] += nframes
-        if touched:
-            self._touched = {}
-            for conn in touched:
-                try:
-                    conn.end_batch(now)
-                except Exception:
-                    counters["StackErrors"] += 1
-                    if self.strict:
-                        raise
-                    log.exception("error in end_batch")
+
+    # -- socket ownership and the backlog (tcp_v4_rcv / release_sock) ---------------------------
+    def lock_conn(self, conn: Any) -> None:
+        """The application owns ``conn`` (``lock_sock``): until :meth:`release_conn`, segments
+        for it are appended to its backlog instead of being processed.  Nests."""
+        o = self._owned.get(conn)
+        if o is None:
+            o = self._owned[conn] = _Owner()
+        o.depth += 1
+
+    def release_conn(self, conn: Any, now: float | None = None) -> None:
+        """End one :meth:`lock_conn` (``release_sock``): when the last holder lets go, the backlog
+        is processed and the data delivered (under ownership again, so a receive re-entered from
+        the delivery keeps queueing in order)."""
+        o = self._owned.get(conn)
+        if o is None:
+            return
+        if o.depth > 1:
+            o.depth -= 1
+            return
+        del self._owned[conn]
+        if o.queue or o.wake:
+            self._deliver_conn(conn, self._now() if now is None else now, o.queue)
+
+    def wake(self, conn: Any, now: float) -> None:
+        """Deliver what ``conn`` holds (data, EOF, ACK decisions) -- with the current batch when
+        called from inside ``receive``, else right away (e.g. a Server that starts serving and
+        hands out connections that got data while they waited in the accept queue)."""
+        if self._rx_depth:
+            self._touched[conn] = None
+        else:
+            self._deliver_conn(conn, now)
+
+    def _deliver_conn(self, conn: Any, now: float, pending: list | None = None) -> None:
+        """``end_batch`` under ownership, then the backlog that built up meanwhile (repeat)."""
+        owner = self._owned.get(conn)
+        if owner is not None:            # owned (its own delivery, or lock_conn): the owner
+            owner.wake = True            # delivers when it lets go
+            return
+        o = self._owned[conn] = _Owner()
+        o.depth = 1
+        try:
+            if pending:
+                self._process_backlog(conn, pending, now)
+            conn.end_batch(now)
+            while o.queue or o.wake:
+                o.wake = False
+                q = o.queue
+                o.queue = []
+                o.size = 0
+                self._process_backlog(conn, q, now)
+                conn.end_batch(now)
+        finally:
+            if self._owned.get(conn) is o:
+                del self._owned[conn]
+
+    def _process_backlog(self, conn: Any, queue: list, now: float) -> None:
+        """``sk_backlog_rcv`` for each queued segment, in arrival order."""
+        for hdr, payload in queue:
+            if conn.state == "CLOSED":
+                self.counters["TCPBacklogDrop"] += 1      # nowhere to go any more
+                continue
+            conn.on_segment(hdr, payload, now)
+
+    def _backlog_add(self, o: _Owner, conn: Any, hdr: TcpHeader, payload: Any) -> None:
+        """``sk_add_backlog`` with limit ``rcvbuf + sndbuf``; overflow: ``TCPBacklogDrop``."""
+        cost = len(payload) + BACKLOG_SEG_OVERHEAD
+        cfg = getattr(conn, "config", None)
+        limit = getattr(conn, "rcvbuf", 0) + (getattr(cfg, "sndbuf", 0) if cfg is not None else 0)
+        if o.size + cost > limit:
+            self.counters["TCPBacklogDrop"] += 1
+            return
+        o.size += cost
+        o.queue.append((hdr, bytes(payload)))     # the frame buffer is not ours to keep
 
     def _rx_arp(self, payload: memoryview, now: float) -> None:
         counters = self.counters
@@ -394,6 +513,11 @@ class NetworkCore:
                 route = self.routes.get(conn)
                 if route is not None:
                     route.peer_mss = hdr.options.mss
+            owner = self._owned.get(conn)
+            if owner is not None:
+                # sock_owned_by_user: a protocol callback of this connection is in progress
+                self._backlog_add(owner, conn, hdr, payload)
+                return
             conn.on_segment(hdr, payload, now)
             if conn.state == "CLOSED" and hdr.flags & SYN and not hdr.flags & (ACK | RST):
                 # a SYN that reopens a TIME_WAIT connection (Linux TCP_TW_SYN): the connection has
@@ -408,7 +532,16 @@ class NetworkCore:
         listener = self.demux.listener_for(dst, lport)
         if listener is not None:
             counters["InSegs"] += 1
-            listener.on_segment(dst, src, hdr, payload, now)
+            if self.routing.is_broadcast_or_multicast(src):
+                # RFC 9293 MUST-63 (RFC 1122 4.2.3.10): a SYN from a broadcast or multicast source
+                # is dropped, as tcp_v4_conn_request does for RTCF_BROADCAST|RTCF_MULTICAST
+                counters["ListenDrops"] += 1
+                return
+            child = listener.on_segment(dst, src, hdr, payload, now)
+            if child is not None:
+                # the final ACK made a child (it is in the accept queue, or already handed out):
+                # data/FIN that came with it is delivered and ACKed with the batch
+                self._touched[child] = None
             return
         if not self.dedicated and not self.demux.port_in_use(lport):
             return               # shared mode: the kernel's port, not ours
@@ -493,7 +626,10 @@ class NetworkCore:
     def _emit(self, route: Route, hdr: TcpHeader, payload: bytes | memoryview, gso_size: int) -> None:
         lip = route.lip
         rip = route.rip
-        if route.local:
+        local = route.local
+        if local is None:
+            local = route.local = self._decide_local(route, hdr)
+        if local:
             self._emit_local(route, hdr, payload)
             return
         vnet = self.vnet
@@ -522,6 +658,20 @@ class NetworkCore:
             self._send_l3(e, ethertype, iph + seg, gso_type, gso_size, ETH_HLEN + len(iph), 16)
         else:
             self._send_l3(e, ethertype, iph + seg, 0, 0, 0, 0)
+
+    #: (asyncio issue) the link is the kernel's loopback device (``lo``): zero MACs, every frame's
+    #: source MAC equals ours, and in shared mode a local address may be a kernel peer's.  Set by
+    #: ``aio.Stack`` from ``link.is_loopback``.
+    loopback_link = False
+
+    def _decide_local(self, route: Route, hdr: TcpHeader) -> bool:
+        """Shared mode on ``lo``: is the other end one of our own endpoints (loop the segments
+        internally, as before) or a kernel socket (send them on ``lo``, the kernel answers)?
+        Decided once per connection, at its first segment."""
+        demux = self.demux
+        if (route.rip, hdr.dst_port, route.lip, hdr.src_port) in demux.conns:
+            return True                       # our own active opener (SYN-ACK of a child)
+        return demux.listener_for(route.rip, hdr.dst_port) is not None   # SYN to our own listener
 
     def _emit_local(self, route: Route, hdr: TcpHeader, payload: bytes | memoryview) -> None:
         """Loopback: the segment goes back into our own receive path (checksums trusted, like
@@ -703,6 +853,10 @@ class NetworkCore:
             lip = self.routing.source_for(rip)
         elif lip not in self.local_v4 and lip not in self.local_v6:
             raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        if self.routing.is_broadcast_or_multicast(rip):
+            # RFC 9293 MUST-46: an OPEN to a broadcast/multicast address is an error (Linux's
+            # tcp_v4_connect answers ENETUNREACH for a broadcast or multicast route)
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
         self.routing.lookup(rip)          # ENETUNREACH early
         if not lport:
             lport = self.allocate_port(lip, rip, rport)
@@ -735,6 +889,16 @@ class NetworkCore:
                 continue
             self._port_counter += i + 1
             return port
+        # every port is taken by some connection: share one whose 4-tuple differs (Linux does the
+        # same: the port only has to be unique per 4-tuple; listeners' ports are never shared)
+        for i in range(span):
+            port = lo + (start + i) % span
+            if (lip, port, rip, rport) in conns or (lip, port) in listeners or (ANY, port) in listeners:
+                continue
+            if port in users:
+                users[port] += 1
+                self._port_counter += i + 1
+                return port
         raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
 
     def _use_port(self, port: int, probe: bool = False) -> bool:
@@ -769,10 +933,24 @@ class NetworkCore:
         if self.demux.conns.get(key) is conn:
             del self.demux.conns[key]
         self._touched.pop(conn, None)
+        self._owned.pop(conn, None)
         self._unuse_port(lport)
 
-    def listen(self, lip: bytes | None, port: int, backlog: int, on_accept: Callable[[Any], Any],
-               config: TcpConfig | None = None) -> Listener:
+    def listen(self, lip: bytes | None, port: int, backlog: int,
+               on_accept: Callable[[Any], Any] | None = None, config: TcpConfig | None = None, *,
+               on_acceptable: Callable[[Listener], None] | None = None,
+               young_check: bool = True) -> Listener:
+        """Passive open on ``(lip or any, port)`` (port 0: an ephemeral one): a
+        :class:`~aiotcpstack.tcp.listener.Listener` (SYN queue, accept queue bounded by
+        ``backlog``, SYN cookies) hashed into the demux table.
+
+        Children wait in the listener's accept queue until taken with ``listener.accept()``;
+        ``on_acceptable(listener)`` is called whenever one is appended (the aio Server drains the
+        queue from it while serving).  ``on_accept(conn) -> handler | None`` is the simple form for
+        callers that always accept at once: each child is taken immediately and given the handler
+        it returns (``tcp_established`` is then called on it), or aborted when it returns None
+        (``ListenDrops``).
+        """
         lip = ANY if lip is None else bytes(lip)
         if lip != ANY and lip not in self.local_v4 and lip not in self.local_v6:
             raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
@@ -783,15 +961,84 @@ class NetworkCore:
             self._use_port(port)
         else:
             port = self.allocate_port(lip if lip != ANY else b"\0\0\0\0", b"\0\0\0\0", 0)
-        listener = Listener(self, lip, port, backlog, on_accept, config)
+        holder: list[Listener] = []
+        if on_acceptable is not None:
+            def acceptable() -> None:
+                on_acceptable(holder[0])
+        elif on_accept is not None:
+            def acceptable() -> None:
+                self._accept_now(holder[0], on_accept)
+        else:
+            acceptable = None     # type: ignore[assignment]
+        try:
+            listener = Listener(config=config if config is not None else self.config, wheel=self.wheel,
+                                counters=self.counters, local=(lip, port), backlog=backlog,
+                                isn=self._isn_gen(), secret=self.secret, send=self._listener_send,
+                                make_child=self._make_child, on_acceptable=acceptable,
+                                config_for=lambda rip: self.config_for(rip, config),
+                                on_close=self.remove_listener, young_check=young_check)
+        except BaseException:
+            self._unuse_port(port)
+            raise
+        holder.append(listener)
         listeners[(lip, port)] = listener
         return listener
+
+    def _accept_now(self, listener: Listener, on_accept: Callable[[Any], Any]) -> None:
+        while (conn := listener.accept()) is not None:
+            handler = on_accept(conn)
+            if handler is None:
+                self.counters["ListenDrops"] += 1
+                conn.abort(self._now())
+                continue
+            conn.handler = handler
+            handler.tcp_established()     # the child went ESTABLISHED with no handler
+            self.wake(conn, self._now())
+
+    def _listener_send(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload: bytes | memoryview) -> None:
+        """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself."""
+        route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        self._tcp_output(route, hdr, payload)
+
+    def _make_child(self, *, config: TcpConfig, local: tuple[bytes, int], remote: tuple[bytes, int],
+                    iss: int, syn: TcpHeader, ts_offset: int, syn_time: float,
+                    synack_retransmitted: bool, now: float) -> Any:
+        """``tcp_v4_syn_recv_sock``: the child of a request sock / cookie, with its route, in the
+        demux table (the listener then feeds it the completing segment)."""
+        TcpConnection = self.connection_factory
+        if TcpConnection is None or not hasattr(TcpConnection, "from_request"):
+            from ..tcp.connection import TcpConnection
+        lip, lport = bytes(local[0]), local[1]
+        rip, rport = bytes(remote[0]), remote[1]
+        key = (lip, lport, rip, rport)
+        if key in self.demux.conns:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        self._use_port(lport)           # the listener holds the port: only a reference
+        route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        if syn.options.mss:
+            route.peer_mss = syn.options.mss
+        try:
+            conn = TcpConnection.from_request(config=config, wheel=self.wheel, counters=self.counters,
+                                              local=(lip, lport), remote=(rip, rport), iss=iss, syn=syn,
+                                              output=route.output, handler=None, release=self._release,
+                                              ts_offset=ts_offset, now=now, syn_time=syn_time,
+                                              synack_retransmitted=synack_retransmitted)
+        except BaseException:
+            self._unuse_port(lport)
+            raise
+        route.conn = conn
+        self.routes[conn] = route
+        self.demux.conns[key] = conn
+        return conn
 
     def remove_listener(self, listener: Listener) -> None:
         key = (listener.ip, listener.port)
         if self.demux.listeners.get(key) is listener:
             del self.demux.listeners[key]
             self._unuse_port(listener.port)
+
+    def listeners(self) -> list[Listener]:
+        return list(self.demux.listeners.values())
 
     def connections(self) -> list[Any]:
         return list(self.demux.conns.values())

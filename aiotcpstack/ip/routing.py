@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 
+_V6_UNSPECIFIED = bytes(16)
+
+
 def _to_int(addr: bytes) -> int:
     return int.from_bytes(addr, "big")
 
@@ -76,6 +79,23 @@ class RoutingTable:
             if e.matches(dst):
                 return e
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    def is_broadcast_or_multicast(self, addr: bytes) -> bool:
+        """True for addresses a TCP connection may never have as its remote end (RFC 1122
+        4.2.3.10, RFC 9293 MUST-46 / MUST-63): limited broadcast, the unspecified address,
+        multicast (224/4, ff00::/8) and the directed broadcast of one of our own prefixes.
+        Linux checks the same through the route's RTCF_BROADCAST / RTCF_MULTICAST flags."""
+        if len(addr) == 16:
+            return addr[0] == 0xFF or addr == _V6_UNSPECIFIED
+        if addr == b"\xff\xff\xff\xff" or addr == b"\x00\x00\x00\x00" or 224 <= addr[0] <= 239:
+            return True
+        x = _to_int(addr)
+        for a, plen in self.addresses:
+            if len(a) == 4 and plen < 31:
+                m = _mask(plen, 32)
+                if (x & m) == (_to_int(a) & m) and (x | m) == 0xFFFFFFFF:
+                    return True
+        return False
 
     def next_hop(self, dst: bytes) -> bytes:
         """The address whose link-layer address frames to ``dst`` go to (``dst`` itself when

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpHeader, TcpOptions
+from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
 from . import state as S
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
 from .receive_buffer import OutOfOrderQueue
@@ -127,7 +127,7 @@ class TcpConnection:
         # misc
         "ka_probes", "last_rcv_time", "chal_window", "chal_count", "closed_by_app", "_notified",
         "_released", "send_space_pending", "bytes_acked", "bytes_received", "rcvq_time",
-        "rcvq_copied", "_syn_time", "last_send",
+        "rcvq_copied", "_syn_time", "last_send", "ka_probe_time",
     )
 
     def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -220,6 +220,7 @@ class TcpConnection:
         self._t_tw = Timer(self._on_tw_timer, "timewait")
 
         self.ka_probes = 0
+        self.ka_probe_time = 0.0
         self.last_rcv_time = now
         self.chal_window = -1.0
         self.chal_count = 0
@@ -268,7 +269,9 @@ class TcpConnection:
         self.snd_nxt = (self.iss + 1) & MASK
         self._syn_time = now
         self._send_syn(now)
-        self._arm(self._t_rtx, now + self.rtt.rto)
+        # SYN-ACK retransmission rides on the keepalive timer (like a request sock's timer;
+        # the retransmit timer is the SYN's in simultaneous open)
+        self._arm(self._t_ka, now + self.rtt.rto)
 
     @classmethod
     def from_request(cls, *, config, wheel, counters, local, remote, iss: int, syn: TcpHeader,
@@ -293,7 +296,7 @@ class TcpConnection:
         if ack is not None:
             conn.on_segment(ack, b"", now)
         else:
-            conn._arm(conn._t_rtx, now + conn.rtt.rto)
+            conn._arm(conn._t_ka, now + conn.rtt.rto)
         return conn
 
     def send(self, data, now: float) -> None:
@@ -632,6 +635,8 @@ class TcpConnection:
         self.recovery_point = self.high_rxt = self.lost_end = self.snd_una
         if self.config.keepalive:
             self._arm(self._t_ka, now + self.config.keepalive_time)
+        else:
+            self._cancel(self._t_ka)                  # it was the SYN-ACK timer
         h = self.handler
         if h is not None:
             h.tcp_established()
@@ -647,7 +652,11 @@ class TcpConnection:
         st = self.state
         ts = opts.timestamp if self.ts_ok else None
         if st == SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seq == self.irs:
-            # retransmitted SYN: answer with the SYN-ACK again (Linux tcp_check_req)
+            # retransmitted SYN: answer with the SYN-ACK again, echoing this SYN's TSval
+            # (Linux tcp_check_req), or the peer would take its SYN backoff as an RTT sample
+            if self.ts_ok and opts.timestamp is not None:
+                self.ts_recent = opts.timestamp[0]
+                self.ts_recent_stamp = now
             self._send_syn(now)
             return
         if (st == SYN_RECEIVED and not self.passive and flags & (SYN | ACK | RST) == SYN | ACK
@@ -691,12 +700,20 @@ class TcpConnection:
                 payload = b""
                 self.ack_pending = 2
             else:
-                if plen and off >= HALF and self.sack_ok and self.config.dsack:
-                    # entirely old data: RFC 2883 DSACK
+                if plen and off >= HALF:
+                    # entirely old data: a retransmission because our ACK was lost
                     end = (seq + plen) & MASK
                     if seq_le(end, rcv_nxt):
-                        self.dsack = (seq, end)
-                        self.counters["TCPDSACKOldSent"] += 1
+                        if self.sack_ok and self.config.dsack:       # RFC 2883 DSACK
+                            self.dsack = (seq, end)
+                            self.counters["TCPDSACKOldSent"] += 1
+                        if ts is not None and ((ts[0] - self.ts_recent) & MASK) < HALF:
+                            # Deviation from RFC 7323 5.3 (R2 drops before R3 updates
+                            # TS.Recent), like Linux for a retransmission of the last segment:
+                            # echo the retransmission's TSval, or the sender measures an RTT
+                            # that includes its whole backoff (and RTO spirals up to rto_max).
+                            self.ts_recent = ts[0]
+                            self.ts_recent_stamp = now
                 self.ack_pending = 2
                 return
         # ---- timestamps: RFC 7323 4.3 TS.Recent update
@@ -885,8 +902,6 @@ class TcpConnection:
             lim = self.sb.lost_limit(self.snd_una, self.mss)
             if lim:
                 self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
-        if newly_sacked and win_changed is False:
-            pass
 
     def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float) -> None:
         """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail)."""
@@ -1127,10 +1142,7 @@ class TcpConnection:
         if dup is not None and self.sack_ok and self.config.dsack:
             self.dsack = dup
             self.counters["TCPDSACKOfoSent"] += 1
-        if added == 0 and dup is not None:
-            pass
         self.ack_pending = 2                  # RFC 5681 4.2: immediate ACK for out-of-order data
-        self.quick = 0 if self.quick == 0 else self.quick
 
     def _rcv_fin(self, now: float) -> None:
         """FIN reached in sequence (RFC 9293 3.10.7.4 eighth, Linux tcp_fin)."""
@@ -1159,7 +1171,7 @@ class TcpConnection:
     def _deliver(self, now: float) -> None:
         """Hand buffered in-order data (then EOF) to the handler, if reading."""
         h = self.handler
-        if h is None or not self.reading or self.closed_by_app:
+        if h is None or not self.reading or self.closed_by_app or self._notified:
             return
         rx = self.rx
         if rx:
@@ -1167,7 +1179,8 @@ class TcpConnection:
             rx.clear()
             n = self.rx_unread
             self.rx_unread = 0
-            self._rcv_space_adjust(n, now)
+            if now is not None:
+                self._rcv_space_adjust(n, now)
             h.tcp_data(data)
             if self.state == CLOSED or self.closed_by_app:
                 return
@@ -1240,14 +1253,16 @@ class TcpConnection:
         if self.sack_ok and (self.dsack is not None or self.ofo.segs):
             blocks = self._sack_blocks()
         if self.ts_ok:
-            opts = TcpOptions(sack_blocks=blocks, timestamp=(self._tsval(now), self.ts_recent))
+            opts = TcpOptions(None, None, False, blocks,
+                              ((int(now * 1000) + self.ts_offset) & MASK, self.ts_recent))
         elif blocks:
-            opts = TcpOptions(sack_blocks=blocks)
+            opts = TcpOptions(None, None, False, blocks)
         else:
             opts = NO_OPTIONS
-        hdr = TcpHeader(self.lport, self.rport, seq, self.rcv_nxt, flags, self._select_window(), opts)
-        self.rcv_wup = self.rcv_nxt
-        self.last_ack_sent = self.rcv_nxt
+        rcv_nxt = self.rcv_nxt
+        hdr = TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, self._select_window(), opts)
+        self.rcv_wup = rcv_nxt
+        self.last_ack_sent = rcv_nxt
         self.dsack = None
         if self.ack_pending:
             self.ack_pending = 0
@@ -1375,83 +1390,84 @@ class TcpConnection:
             cc.restart_after_idle(now, self.rtt.rto)
             cwnd = cc.cwnd
         sent_new = False
-        tso = self.config.tso_segs * mss
         cfg = self.config
+        if self.sack_ok and (self.dsack is not None or self.ofo.segs):
+            seg_mss = mss - 4 - 8 * max_sack_blocks(self.ts_ok)   # room for SACK blocks
+            lim_tso = seg_mss
+        else:
+            seg_mss = mss
+            lim_tso = cfg.tso_segs * mss
+        nagle = cfg.cork or not cfg.nodelay
+        snd_wnd_end = (una + self.snd_wnd) & MASK
+        pipe = self._pipe()
+        counters = self.counters
+        nxt = self.snd_nxt
         while True:
-            nxt = self.snd_nxt
             avail = (buf_end - nxt) & MASK
             if avail >= HALF:
                 avail = 0
             want_fin = self.fin_queued and not self.fin_sent
             if not avail and not want_fin:
                 break
-            wnd_room = (una + self.snd_wnd - nxt) & MASK
+            wnd_room = (snd_wnd_end - nxt) & MASK
             if wnd_room >= HALF:
                 wnd_room = 0                          # the window shrank below SND.NXT
-            if pipe < 0:
-                pipe = self._pipe()
             cwnd_room = cwnd - pipe
             if cwnd_room < 0:
                 cwnd_room = 0
-            seg_mss = mss
-            if self.sack_ok and (self.dsack is not None or self.ofo.segs):
-                seg_mss = mss - 4 - 8 * max_sack_blocks(self.ts_ok)
-                lim_tso = seg_mss
-            else:
-                lim_tso = tso
             limit = wnd_room if wnd_room < cwnd_room else cwnd_room
             if limit > lim_tso:
                 limit = lim_tso
             if avail <= limit:
                 n = avail
-                if n and n % seg_mss and not want_fin:
-                    # a partial last segment: Nagle (RFC 9293 3.7.4 / Minshall, as Linux)
-                    # and TCP_CORK hold it while appropriate
-                    if cfg.cork or (not cfg.nodelay and seq_gt(self.snd_sml, una) and nxt != una):
-                        n -= n % seg_mss
-                        if n == 0:
-                            break
+                if nagle and n % seg_mss and not want_fin and (
+                        cfg.cork or (((una - self.snd_sml) & MASK) >= HALF and nxt != una)):
+                    # a partial last segment: Nagle (RFC 9293 3.7.4, Minshall's variant as
+                    # Linux: only while a small segment is unacknowledged) or TCP_CORK holds it
+                    n -= n % seg_mss
+                    if n == 0:
+                        break
             elif limit >= seg_mss:
                 n = limit - limit % seg_mss
-            elif (wnd_room <= cwnd_room and wnd_room and self.max_snd_wnd
-                  and wnd_room >= self.max_snd_wnd // 2 and cwnd_room >= wnd_room):
+            elif (wnd_room and wnd_room <= cwnd_room and self.max_snd_wnd
+                  and wnd_room >= self.max_snd_wnd // 2):
                 n = wnd_room                          # sender SWS: at least half the max window
             else:
                 break
-            fin = 0
-            if want_fin and n == avail and wnd_room > n or (want_fin and n == avail and n == 0 and wnd_room):
-                fin = FIN
+            fin = FIN if (want_fin and n == avail and wnd_room > n) else 0
             if n == 0 and not fin:
                 break
-            data = sndbuf.get(nxt, n) if n else b""
-            flags = ACK
-            if n == avail and n:
-                flags |= PSH
-            flags |= fin
+            flags = ACK | fin
+            if n:
+                data = sndbuf.get(nxt, n)
+                if n == avail:
+                    flags |= PSH
+                counters["TCPOrigDataSent"] += 1 if n <= seg_mss else (n + seg_mss - 1) // seg_mss
+            else:
+                data = b""
             self._transmit(nxt, data, flags, now)
             sent_new = True
-            self.last_send = now
             end = (nxt + n) & MASK
             if n % seg_mss:
                 self.snd_sml = end
             if fin:
                 self.fin_sent = True
                 end = (end + 1) & MASK
-            self.snd_nxt = end
             pipe += n + (1 if fin else 0)
             if self.rtt_time is None and not self.ts_ok:
                 self.rtt_seq = end
                 self.rtt_time = now
-            if n:
-                self.counters["TCPOrigDataSent"] += (n + seg_mss - 1) // seg_mss
-            if not self._t_rtx.pending or self.probe_mode:
+            if self.probe_mode or not self._t_rtx.pending:
                 self.probe_mode = False
                 self.persist_backoff = 0
                 if una == nxt:
                     self.last_progress = now
-                self._arm(self._t_rtx, now + self.rtt.rto)
+                self.wheel.arm(self._t_rtx, now + self.rtt.rto)
+            nxt = self.snd_nxt = end
             if fin:
                 break
+        if sent_new:
+            self.last_send = now
         # ---- zero window: persist timer (RFC 9293 3.8.6.1, Linux tcp_check_probe_timer)
         if not sent_new and self.snd_una == self.snd_nxt:
             pending = ((buf_end - self.snd_nxt) & MASK) or (self.fin_queued and not self.fin_sent)
@@ -1508,19 +1524,11 @@ class TcpConnection:
         is outstanding, the zero-window probe timer (Linux tcp_probe_timer)."""
         st = self.state
         cfg = self.config
-        if st == SYN_SENT or st == SYN_RECEIVED:
-            limit = cfg.synack_retries if (st == SYN_RECEIVED and self.passive) else cfg.syn_retries
-            if self.n_rtx >= limit:
+        if st == SYN_SENT or (st == SYN_RECEIVED and not self.passive):
+            if self.n_rtx >= cfg.syn_retries:
                 self._finish(TimeoutError(110, "Connection timed out"))
                 return
-            self.n_rtx += 1
-            self.retransmits += 1
-            self.counters["TCPTimeouts"] += 1
-            self.counters["RetransSegs"] += 1
-            self.counters["TCPSynRetrans"] += 1
-            self.rtt.backoff()
-            self._send_syn(now)
-            self._arm(self._t_rtx, now + self.rtt.rto)
+            self._syn_retransmit(self._t_rtx, now)
             return
         if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
             return
@@ -1530,7 +1538,16 @@ class TcpConnection:
         if self.snd_una == self.snd_nxt:
             return
         ut = cfg.user_timeout
-        if self.n_rtx >= cfg.retries2 or (ut and now - self.last_progress >= ut):
+        zero_wnd = self.snd_wnd == 0 and not self.closed_by_app
+        if zero_wnd:
+            # Linux tcp_retransmit_timer: the receiver shrank its window to zero; our
+            # retransmissions are window probes and the connection lives as long as the peer
+            # answers (RFC 9293 MUST-37, SHLD-17): give up only after rto_max of silence.
+            if now - self.last_rcv_time > cfg.rto_max or (ut and now - self.last_progress >= ut):
+                self.counters["TCPAbortOnTimeout"] += 1
+                self._finish(TimeoutError(110, "Connection timed out"))
+                return
+        elif self.n_rtx >= cfg.retries2 or (ut and now - self.last_progress >= ut):
             self.counters["TCPAbortOnTimeout"] += 1
             self._finish(TimeoutError(110, "Connection timed out"))
             return
@@ -1559,6 +1576,26 @@ class TcpConnection:
         if ut:
             when = min(when, self.last_progress + ut) if self.last_progress + ut > now else when
         self._arm(self._t_rtx, when)
+
+    def _syn_retransmit(self, timer: Timer, now: float) -> None:
+        """Retransmit our SYN / SYN-ACK with exponential backoff: 1 s, 2 s, 4 s ... (RFC 6298
+        5.5, Linux TCP_TIMEOUT_INIT)."""
+        self.n_rtx += 1
+        self.retransmits += 1
+        self.counters["TCPTimeouts"] += 1
+        self.counters["RetransSegs"] += 1
+        self.counters["TCPSynRetrans"] += 1
+        self.rtt.backoff()
+        self._send_syn(now)
+        self._arm(timer, now + self.rtt.rto)
+
+    def _synack_timer(self, now: float) -> None:
+        """SYN-ACK retransmission of a passive open, bounded by synack_retries (Linux
+        reqsk_timer_handler / tcp_synack_retries)."""
+        if self.n_rtx >= self.config.synack_retries:
+            self._finish(TimeoutError(110, "Connection timed out"))
+            return
+        self._syn_retransmit(self._t_ka, now)
 
     def _probe_timer(self, now: float) -> None:
         cfg = self.config
@@ -1606,6 +1643,9 @@ class TcpConnection:
         FIN_WAIT_2 timeout for closed connections (tcp_fin_timeout)."""
         st = self.state
         cfg = self.config
+        if st == SYN_RECEIVED and self.passive:
+            self._synack_timer(now)
+            return
         if st == FIN_WAIT_2:
             if self.closed_by_app:
                 # Linux: an orphaned FIN_WAIT_2 past tcp_fin_timeout is reset and dropped
@@ -1615,30 +1655,30 @@ class TcpConnection:
                 return
         if not cfg.keepalive or st in (CLOSED, LISTEN, SYN_SENT, SYN_RECEIVED, TIME_WAIT):
             return
-        if self.snd_una != self.snd_nxt or len(self.sndbuf) and self.snd_nxt != self.sndbuf.end_seq:
+        if self.snd_una != self.snd_nxt or self.sndbuf.end_seq != self.snd_nxt:
+            # data in flight or queued: the retransmission/probe machinery watches the peer
             self._arm(self._t_ka, now + cfg.keepalive_time)
             return
-        idle = now - self.last_rcv_time
-        if self.ka_probes and self.last_rcv_time > self._t_ka.expires - cfg.keepalive_intvl - 1e-9 and idle < cfg.keepalive_intvl:
-            self.ka_probes = 0
-        if idle >= cfg.keepalive_time or self.ka_probes:
-            if self.last_rcv_time >= now - cfg.keepalive_intvl and self.ka_probes and idle < cfg.keepalive_intvl:
-                self.ka_probes = 0
-                self._arm(self._t_ka, self.last_rcv_time + cfg.keepalive_time)
-                return
-            ut = cfg.user_timeout
-            if (ut and idle >= ut and self.ka_probes) or self.ka_probes >= cfg.keepalive_probes:
-                self.counters["TCPAbortOnTimeout"] += 1
-                self._send_rst_now(now)
-                self._finish(TimeoutError(110, "Connection timed out"))
-                return
-            self.counters["TCPKeepAlive"] += 1
-            self._transmit((self.snd_una - 1) & MASK, b"", ACK, now)
-            self.ka_probes += 1
-            self._arm(self._t_ka, now + cfg.keepalive_intvl)
-        else:
-            self.ka_probes = 0
-            self._arm(self._t_ka, self.last_rcv_time + cfg.keepalive_time)
+        last = self.last_rcv_time
+        if self.ka_probes and last >= self.ka_probe_time:
+            self.ka_probes = 0                        # the peer answered (any segment counts)
+        idle = now - last
+        if self.ka_probes == 0 and idle + 1e-6 < cfg.keepalive_time:
+            when = last + cfg.keepalive_time
+            self._arm(self._t_ka, when if when > now + 1e-3 else now + 1e-3)
+            return
+        ut = cfg.user_timeout
+        if self.ka_probes >= cfg.keepalive_probes or (ut and self.ka_probes and idle >= ut):
+            self.counters["TCPAbortOnTimeout"] += 1
+            self._send_rst_now(now)
+            self._finish(TimeoutError(110, "Connection timed out"))
+            return
+        # RFC 9293 3.8.4 / RFC 1122 4.2.3.6: a probe with SEG.SEQ = SND.NXT - 1, no data
+        self.counters["TCPKeepAlive"] += 1
+        self._transmit((self.snd_una - 1) & MASK, b"", ACK, now)
+        self.ka_probes += 1
+        self.ka_probe_time = now
+        self._arm(self._t_ka, now + cfg.keepalive_intvl)
 
     def _on_tw_timer(self, now: float) -> None:
         if self.state == TIME_WAIT:
@@ -1689,6 +1729,14 @@ class TcpConnection:
                 w.cancel(t)
         self.ack_pending = 0
         self.probe_mode = False
+        if exc is not None and self.rx and not self._notified:
+            # data that arrived before the reset/timeout is still the application's (like a
+            # read() before the error on Linux): hand it over first, never after tcp_closed
+            self._deliver(None)
+            self.state = CLOSED
+        self.rx.clear()
+        self.rx_unread = 0
+        self.eof_pending = False
         self._notify(exc)
         self._do_release()
 

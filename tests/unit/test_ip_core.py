@@ -384,10 +384,13 @@ def test_listener_creates_connection_and_hands_it_over_when_established():
     core.receive([(tcp_frame(TcpHeader(40000, 8080, 77, 0, SYN, 1000, TcpOptions(mss=1200))), False)], 0.0)
     _, _, synack, _ = parse_out(tx[-1][0])
     assert synack.flags == SYN | ACK and synack.ack == 78
+    # until the third ACK the peer is a request sock in the SYN queue, not a connection
+    assert (MY_IP, 8080, PEER_IP, 40000) not in core.demux.conns and listener.syn_queue_len == 1
+    core.receive([(tcp_frame(TcpHeader(40000, 8080, 78, synack.seq + 1, ACK, 1000)), False)], 0.1)
     conn = core.demux.conns[(MY_IP, 8080, PEER_IP, 40000)]
     assert core.routes[conn].peer_mss == 1200
-    core.receive([(tcp_frame(TcpHeader(40000, 8080, 78, 1001, ACK, 1000)), False)], 0.1)
     assert accepted == [conn] and conn.handler is h and h.events == ["est"]
+    assert listener.syn_queue_len == 0
     with pytest.raises(OSError):
         core.listen(MY_IP, 8080, 10, on_accept)
     listener.close(1.0)
@@ -396,10 +399,29 @@ def test_listener_creates_connection_and_hands_it_over_when_established():
 
 
 def test_listener_backlog_limits_half_open():
+    """SYN queue bounded by min(backlog, max_syn_backlog); with syncookies=0 the overflow is
+    dropped (TCPReqQFullDrop, ListenDrops) and nothing else is created."""
     core, tx, c = make_core()
     learn_peer(core)
-    core.listen(MY_IP, 8080, 2, lambda conn: Handler())
+    listener = core.listen(MY_IP, 8080, 2, lambda conn: Handler(),
+                           config=core.config.with_options(syncookies=0))
     frames = [(tcp_frame(TcpHeader(40000 + i, 8080, 1, 0, SYN, 1000)), False) for i in range(4)]
     core.receive(frames, 0.0)
-    assert len(core.demux.conns) == 2
-    assert c["ListenDrops"] == 2
+    assert listener.syn_queue_len == 2 and len(core.demux.conns) == 0
+    assert c["TCPReqQFullDrop"] == 2 and c["ListenDrops"] == 2
+
+
+def test_ephemeral_ports_are_shared_across_4tuples_when_exhausted():
+    core, tx, _ = make_core()
+    core.config = core.config.with_options(ephemeral_ports=(40000, 40003))
+    learn_peer(core)
+    first = [core.connect(PEER_IP, 80, None, 0.0) for _ in range(4)]
+    assert sorted(c.local[1] for c in first) == [40000, 40001, 40002, 40003]
+    other = [core.connect(PEER_IP, 81, None, 0.0) for _ in range(4)]     # another remote port
+    assert sorted(c.local[1] for c in other) == [40000, 40001, 40002, 40003]
+    with pytest.raises(OSError) as ei:
+        core.connect(PEER_IP, 80, None, 0.0)
+    assert ei.value.errno == 99
+    for c in first + other:
+        c.release(c)
+    assert core.demux.port_users == {}

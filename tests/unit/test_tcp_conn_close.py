@@ -248,3 +248,11 @@ def test_retransmitted_data_with_fin_after_partial_receipt():
     out = h.feed(0.2, "FP.", 5001, 1001, payload=b"abcdef")       # overlaps, adds def + FIN
     assert bytes(h.rec.data) == b"abcdef" and h.conn.state == "CLOSE_WAIT"
     assert h.rec.names()[-1] == "eof"
+
+
+def test_data_then_rst_in_one_batch_delivers_data_before_closed():
+    h = est()
+    h.feed_batch(0.1, [dict(flags="P.", seq=5001, ack=1001, payload=b"last words"),
+                       dict(flags="R", seq=5011, ack=0)])
+    assert h.rec.names()[-2:] == ["data", "closed"]
+    assert isinstance(h.rec.closed[0], ConnectionResetError) and bytes(h.rec.data) == b"last words"

@@ -34,7 +34,7 @@ def test_initial_window_is_10_segments_and_psh_on_last():
     assert all(s.flags == "." for s in out)
     # ACK of the first two: two more (slow start, byte counting)
     out = h.feed(0.12, ".", 5001, 1001 + 2 * MSS)
-    assert [len(s.payload) for s in out] == [MSS] * 4 and h.counters["TCPHPHits"] == 0 or True
+    assert [len(s.payload) for s in out] == [MSS] * 4
     assert h.rec.names()[-1] == "send_space"
 
 
@@ -189,11 +189,13 @@ def test_receiver_does_not_shrink_window():
     cfg = TcpConfig(timestamps=False, sack=False, window_scaling=False, rcvbuf=10000, moderate_rcvbuf=False)
     h = est(cfg)
     h.conn.set_reading(False, 0.1)
+    edge0 = h.conn.rcv_adv                 # the right edge advertised so far
+    assert edge0 > 5001 + 1000
     out = h.feed(0.1, ".", 5001, 1001, payload=b"x" * 1000)
-    # right edge never moves left: window + ack stays >= the edge advertised before
-    edge0 = 5001 + 10000
-    assert out[0].ack + out[0].window >= 5001 + 1000 + min(9000, 9000)
-    assert out[0].ack + out[0].window <= edge0 + 1 or True
+    # RFC 9293 3.8.6.2.2 / SHLD-14: the right edge never moves left, even though the 1000 bytes
+    # stay unread and the free space shrank
+    assert out[0].ack == 5001 + 1000
+    assert out[0].ack + out[0].window >= edge0
 
 
 def test_data_beyond_window_is_trimmed():
@@ -256,3 +258,14 @@ def test_receive_buffer_autotuning_grows():
         seq += 1460
         t += 0.0005
     assert h.conn.rcvbuf > 65536
+
+
+def test_cork_partial_segment_flushed_after_ceiling():
+    h = est(TcpConfig(timestamps=False, sack=False, window_scaling=False, cork=True))
+    h.conn.send(b"c" * 100, 0.1)
+    assert h.take() == []
+    out = h.run_until(0.5)
+    # Linux: TCP_CORK holds a partial frame at most ~200 ms; here the persist/probe timer
+    # (one RTO, >= rto_min = 200 ms) flushes it
+    assert [(len(s.payload), s.seq) for s in out] == [(100, 1001)]
+    assert 0.2 <= out[0].t - 0.1 <= 0.25

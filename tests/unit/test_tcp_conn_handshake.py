@@ -84,7 +84,6 @@ def test_default_syn_retries_total_127s():
     h.take()
     out = h.run_until(200.0)
     assert [s.t for s in out] == [1.0, 3.0, 7.0, 15.0, 31.0, 63.0]
-    assert h.rec.closed == [] or True
     # closed at 127 s (the sixth retransmission's timeout of 64 s)
     assert isinstance(h.rec.closed[0], TimeoutError)
 

@@ -9,9 +9,9 @@ import pytest
 
 from aiotcpstack.mib import Counters
 from aiotcpstack.tcp.config import TcpConfig
-from aiotcpstack.tcp.connection import TcpConnection
+from aiotcpstack.tcp.connection import TcpConnection, rst_for
 from aiotcpstack.tcp.timer_wheel import TimerWheel
-from aiotcpstack.wire.tcp import TcpHeader, TcpOptions
+from aiotcpstack.wire.tcp import TcpHeader
 
 from tcp_harness import Recorder
 
@@ -112,6 +112,11 @@ class Pair:
                             conn.accept_syn(h, self.now)
                         continue
                     if conn.state == "CLOSED":
+                        # what ip/ does for a segment matching no connection: RFC 9293 3.10.7.1
+                        rst = rst_for(h, len(p))
+                        if rst is not None:
+                            other = self.a if conn is self.b else self.b
+                            self.pipe.output_to(lambda o=other: o, lambda: 1460)(rst, b"")
                         continue
                     conn.on_segment(h, p, self.now)
                     if conn not in touched:
@@ -196,3 +201,53 @@ def test_tso_output():
 
 def test_rate_limited_bottleneck():
     transfer(FULL, size=400_000, seed=4, rate_bps=10_000_000, delay=0.02)
+
+
+def _random_config(r: random.Random) -> TcpConfig:
+    return TcpConfig(timestamps=r.random() < .6, sack=r.random() < .6, window_scaling=r.random() < .6,
+                     congestion_control=r.choice(["reno", "cubic"]), nodelay=r.random() < .3,
+                     tso_segs=r.choice([1, 1, 4]), rcvbuf=r.choice([2000, 4000, 20000, 131072]),
+                     dsack=r.random() < .8, moderate_rcvbuf=r.random() < .5)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_configs_and_impairments(seed):
+    """Option mixes x loss/reorder/duplication x ISNs near 2**32, byte-exact both ways."""
+    r = random.Random(seed)
+    cfg = _random_config(r)
+    transfer(cfg, size=r.choice([1, 1000, 60_000]), back=r.choice([0, 10, 20_000]), seed=seed, until=3000.0,
+             iss_a=r.choice([1000, 0xFFFFFFFF - 3000, r.getrandbits(32)]),
+             iss_b=r.choice([2000000, 0xFFFFFFFF, r.getrandbits(32)]),
+             loss=r.choice([0, 0.01, 0.05, 0.15]), jitter=r.choice([0, 0.003, 0.02]), dup=r.choice([0, 0.02]),
+             delay=r.choice([0.001, 0.01, 0.05]))
+
+
+def test_heavy_loss_with_reader_pauses_and_simultaneous_shutdown():
+    """20 % loss, the receiver pauses reading now and then (window closes, persist probes),
+    both sides shut down at once (simultaneous close)."""
+    from aiotcpstack.tcp.timer_wheel import Timer
+    cfg = TcpConfig(rcvbuf=8000, moderate_rcvbuf=False)
+    p = Pair(cfg, seed=3, loss=0.2, delay=0.01)
+    rng = random.Random(3)
+    data_ab, data_ba = rng.randbytes(100_000), rng.randbytes(30_000)
+    p.a.connect(0.0)
+    p.run(3000, stop=lambda: p.a.state == "ESTABLISHED" and p.b.state == "ESTABLISHED")
+    resume = Timer(lambda now: p.b.set_reading(True, now))
+    orig = p.rb.tcp_data
+
+    def on_data(d):
+        orig(d)
+        if rng.random() < 0.2 and not resume.pending:
+            p.b.set_reading(False, p.now)
+            p.wheel.arm(resume, p.now + rng.choice([0.01, 0.5, 3.0]))
+    p.rb.tcp_data = on_data
+    p.a.send(data_ab, p.now)
+    p.b.send(data_ba, p.now)
+    p.a.shutdown(p.now)
+    p.b.shutdown(p.now)
+    p.run(5000, stop=lambda: bool(p.ra.closed) and bool(p.rb.closed))
+    assert bytes(p.rb.data) == data_ab and bytes(p.ra.data) == data_ba
+    assert p.ra.closed == [None] and p.rb.closed == [None]
+    p.run(9000)
+    assert p.a.state == p.b.state == "CLOSED" and len(p.released) == 2
+    assert p.counters["TCPWinProbe"] + p.counters["RetransSegs"] > 0

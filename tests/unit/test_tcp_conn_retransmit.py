@@ -229,3 +229,20 @@ def test_keepalive_not_sent_when_traffic_flows():
         h.feed(float(t), "P.", 5001 + t, 1001, payload=b"x")
     h.take()
     assert h.counters["TCPKeepAlive"] == 0
+
+
+def test_window_shrunk_to_zero_with_data_outstanding_lives_while_peer_answers():
+    """Linux tcp_retransmit_timer: with SND.WND = 0 the retransmissions are probes and the
+    connection is only dropped after rto_max without any answer (RFC 9293 MUST-37/SHLD-17)."""
+    h = est(TcpConfig(timestamps=False, sack=False, window_scaling=False, retries2=3, rto_max=10.0))
+    c = h.conn
+    c.send(b"z" * 2 * MSS, 0.1)
+    h.take()
+    h.feed(0.11, ".", 5001, 1001, window=0)
+    for _ in range(8):
+        ne = h.wheel.next_expiry()
+        h.run_until(ne)
+        h.feed(h.now + 0.01, ".", 5001, 1001, window=0)
+    assert c.state == "ESTABLISHED"
+    h.run_until(h.now + 100.0)                                  # the peer goes silent
+    assert c.state == "CLOSED" and isinstance(h.rec.closed[0], TimeoutError)

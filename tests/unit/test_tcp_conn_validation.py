@@ -147,3 +147,15 @@ def test_sequence_numbers_near_2_32():
     assert [s.ack for s in out] == [5]
     h.feed(0.3, "P.", 5, 8, payload=b"g" * 100)
     assert bytes(h.rec.data).endswith(b"g" * 100 + b"ooo") and c.rcv_nxt == 108
+
+
+def test_duplicate_retransmission_updates_ts_recent():
+    """Our ACK was lost and the peer retransmitted: the dupack echoes the retransmission's
+    TSval (Linux-like deviation from RFC 7323 5.3's R2-before-R3 order), so the peer does not
+    measure its whole backoff as RTT."""
+    h = Harness(TcpConfig(), iss=1000)
+    h.establish_active(5000)
+    h.feed(0.1, "P.", 5001, 1001, payload=b"a" * 100, opts=TcpOptions(timestamp=(500, 100)))
+    h.take()
+    out = h.feed(1.5, "P.", 5001, 1001, payload=b"a" * 100, opts=TcpOptions(timestamp=(1900, 100)))
+    assert [(s.ack, s.tsecr) for s in out] == [(5101, 1900)]
