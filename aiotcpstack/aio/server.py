@@ -11,33 +11,17 @@ closes the listeners: children not yet handed out are reset."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
+import sys
 from typing import Any
 
+from .pseudosocket import PseudoSocket
 from .transport import TcpTransport, sockaddr
 
 
-class ServerSocket:
-    """What ``Server.sockets`` holds: enough of ``asyncio.trsock.TransportSocket`` for callers
-    that read the bound address (``getsockname()``, ``family``, ``type``)."""
-
-    def __init__(self, family: int, addr: tuple) -> None:
-        self.family = family
-        self.type = socket.SOCK_STREAM
-        self.proto = socket.IPPROTO_TCP
-        self._addr = addr
-
-    def getsockname(self) -> tuple:
-        return self._addr
-
-    def getpeername(self) -> tuple:
-        raise OSError(107, "Transport endpoint is not connected")
-
-    def fileno(self) -> int:
-        return -1
-
-    def __repr__(self) -> str:
-        return f"<aiotcpstack.ServerSocket family={self.family!r} laddr={self._addr!r}>"
+#: what ``Server.sockets`` holds (aio/pseudosocket.py); the old name stays importable
+ServerSocket = PseudoSocket
 
 
 class Server(asyncio.AbstractServer):
@@ -52,17 +36,51 @@ class Server(asyncio.AbstractServer):
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._listeners: list[Any] = []
-        self._sockets: list[ServerSocket] = []
+        self._sockets: list[PseudoSocket] | None = []
         self._serving = False
         self._closed = False
         self._active: set[TcpTransport] = set()
+        # accepted connections run their protocol (factory and callbacks) in a copy of the
+        # context create_server() was called in, as asyncio's accept handle does
+        self._context = contextvars.copy_context()
+        self._anon_active = 0      # _attach()/_detach() without a transport (3.12's signature)
+        self._overrides: dict[int, dict[str, Any]] = {}   # listener -> options set on its pseudo-socket
+        self._sock_flags: dict[str, Any] = {}              # reuse_address / reuse_port as given
         self._waiters: list[asyncio.Future] | None = []
         self._serving_forever_fut: asyncio.Future | None = None
 
     # ---------------------------------------------------------------- wiring
     def _add_listener(self, listener: Any, family: int, addr: tuple) -> None:
-        self._listeners.append(listener)
-        self._sockets.append(ServerSocket(family, addr))
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+            self._wrap_config_for(listener)
+        overrides = self._overrides.setdefault(id(listener), {})
+
+        def get_config() -> Any:
+            return listener.config.with_options(**overrides) if overrides else listener.config
+
+        def set_config(cfg: Any) -> None:
+            base = listener.config
+            for name in _SOCKOPT_FIELDS:
+                v = getattr(cfg, name)
+                if v != getattr(base, name):
+                    overrides[name] = v
+                else:
+                    overrides.pop(name, None)
+
+        self._sockets.append(PseudoSocket(family, addr, get_config=get_config, set_config=set_config,
+                                          flags=self._sock_flags))
+
+    def _wrap_config_for(self, listener: Any) -> None:
+        """Options set on ``Server.sockets`` apply to the connections accepted from then on."""
+        overrides = self._overrides.setdefault(id(listener), {})
+        base = listener.config_for
+
+        def config_for(rip: bytes) -> Any:
+            cfg = base(rip) if base is not None else listener.config
+            return cfg.with_options(**overrides) if overrides else cfg
+
+        listener.config_for = config_for
 
     def _on_acceptable(self, listener: Any) -> None:
         """Listener callback (``core.listen(on_acceptable=...)``): a child was appended to the
@@ -80,13 +98,13 @@ class Server(asyncio.AbstractServer):
             conn = listener.accept()
             if conn is None:
                 break
-            transport = TcpTransport(stack, self._loop, server=self)
+            transport = TcpTransport(stack, self._loop, server=self, context=self._context.copy())
             transport._attach(conn)
             conn.handler = transport
             stack._transports.add(transport)
             self._active.add(transport)
             transport.tcp_established()      # the child went ESTABLISHED with no handler
-            self._begin(transport)
+            transport._in_ctx(self._begin, transport)
             if not transport._lost:
                 # data / EOF that arrived while it waited: with this batch, or now
                 core.wake(conn, now)
@@ -116,15 +134,22 @@ class Server(asyncio.AbstractServer):
         else:
             transport._start(protocol)
 
-    def _attach(self, transport: TcpTransport) -> None:
-        self._active.add(transport)
+    # asyncio.Server's hooks: 3.13 passes the transport, 3.12 only counts
+    def _attach(self, transport: TcpTransport | None = None) -> None:
+        if transport is None:
+            self._anon_active += 1
+        else:
+            self._active.add(transport)
 
-    def _detach(self, transport: TcpTransport) -> None:
-        self._active.discard(transport)
+    def _detach(self, transport: TcpTransport | None = None) -> None:
+        if transport is None:
+            self._anon_active -= 1
+        else:
+            self._active.discard(transport)
         self._wakeup_if_done()
 
     def _wakeup_if_done(self) -> None:
-        if self._closed and not self._active and self._waiters is not None:
+        if self._closed and not self._active and self._anon_active <= 0 and self._waiters is not None:
             waiters, self._waiters = self._waiters, None
             for w in waiters:
                 if not w.done():
@@ -135,7 +160,7 @@ class Server(asyncio.AbstractServer):
         return self._loop
 
     @property
-    def sockets(self) -> tuple[ServerSocket, ...]:
+    def sockets(self) -> tuple[PseudoSocket, ...]:
         if self._closed:
             return ()
         return tuple(self._sockets)
@@ -148,6 +173,9 @@ class Server(asyncio.AbstractServer):
             return
         self._closed = True
         self._serving = False
+        for sock in self._sockets or ():
+            sock._close()
+        self._sockets = None       # as asyncio.Server (tests of asyncio itself check it)
         now = self._loop.time()
         for listener in self._listeners:
             listener.close(now)        # resets the children still in its accept queue
@@ -198,7 +226,8 @@ class Server(asyncio.AbstractServer):
             self._serving_forever_fut = None
 
     async def wait_closed(self) -> None:
-        if self._waiters is None:
+        # 3.12+: until closed AND every connection is gone; 3.11 returned at once once closed
+        if self._waiters is None or (_WAIT_CLOSED_311 and self._closed):
             return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
@@ -206,6 +235,11 @@ class Server(asyncio.AbstractServer):
 
     def __repr__(self) -> str:
         return f"<aiotcpstack.Server sockets={self.sockets!r}>"
+
+
+_WAIT_CLOSED_311 = sys.version_info < (3, 12)
+_SOCKOPT_FIELDS = ("nodelay", "keepalive", "keepalive_time", "keepalive_intvl", "keepalive_probes",
+                   "rcvbuf", "sndbuf")
 
 
 def listener_sockaddr(ip: bytes, port: int) -> tuple[int, tuple]:

@@ -165,7 +165,10 @@ class Stack:
             # vnet: one GSO super-frame per output() (the kernel or the peer segments it);
             # otherwise software GSO in ip/ (like Linux's GSO before a non-TSO driver): fewer
             # trips through the connection's output path per segment.
-            mss = min(config.mss, link.mtu - 40)
+            # the MSS the core will use (it takes the link's when config.mss is the default;
+            # on lo that is 65496, and 44 x 65496 would overflow an IPv4 datagram)
+            mtu = min(link.mtu, 65535)
+            mss = mtu - 40 if config.mss == TcpConfig().mss else min(config.mss, mtu - 40)
             segs = max(1, MAX_GSO_PAYLOAD // mss) if link.vnet else 16
             config = config.with_options(tso_segs=segs)
 
@@ -178,12 +181,15 @@ class Stack:
         self.wheel = TimerWheel(now=loop.time(), granularity=opts.get("timer_granularity", 0.001))
         self.wheel.on_new_earliest = self._arm_timer
         self.core = NetworkCore(
-            link.mac, link.mtu, addresses, self.counters, config, self.wheel, link.send,
+            # min(): lo's MTU is 65536; an IP datagram is at most 65535 (Linux clamps to IP_MAX_MTU)
+            link.mac, min(link.mtu, 65535), addresses, self.counters, config, self.wheel, link.send,
             loop.time, vnet=link.vnet, dedicated=self.dedicated, routes=routes,
             neighbour_lookup=None if self.dedicated else self._neighbour_lookup,
             reserve_port=None if self.dedicated else self._reserve_port,
             release_port=None if self.dedicated else self._release_port,
             secret=opts.get("secret") or os.urandom(32))
+        if link.vnet and getattr(type(link), "send_tcp", None) is not None:
+            self.core.transmit_tcp = link.send_tcp      # scatter-gather TCP frames (no joins)
         self.core.loopback_hook = self._schedule_loopback
         self._loopback_link = bool(getattr(link, "is_loopback", False))
         self.core.loopback_link = self._loopback_link
@@ -303,9 +309,18 @@ class Stack:
         """Shared mode: a local port starts being used by us: bind a kernel socket to it (so the
         kernel and other programs leave it alone) and add it to the RST guard."""
         try:
-            self._ports.reserve("0.0.0.0", port)
             if self._has_v6:
-                self._ports.reserve("::", port)
+                # one dual-stack socket on :: (IPV6_V6ONLY=0) holds the port for both families:
+                # Linux refuses any v4 or v6 bind/listen on it and its ephemeral allocation
+                # (connect(), bind(0)) skips it -- one descriptor per port instead of two
+                try:
+                    self._ports.reserve("::", port, v6only=False)
+                except OSError as exc:
+                    if exc.errno != errno.EAFNOSUPPORT:
+                        raise
+                    self._ports.reserve("0.0.0.0", port)
+            else:
+                self._ports.reserve("0.0.0.0", port)
         except OSError as exc:
             self._ports.release(port)
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
@@ -526,8 +541,12 @@ class Stack:
             transport._established_waiter = None
             transport.abort()
             raise
-        except OSError:
+        except OSError as exc:
             self._transports.discard(transport)
+            if exc.errno is not None and exc.errno != errno.EADDRINUSE:
+                # as the selector loop's sock_connect: OSError(SO_ERROR, 'Connect call failed <addr>')
+                # (OSError() picks the errno's subclass: ConnectionRefusedError, TimeoutError, ...)
+                raise OSError(exc.errno, f"Connect call failed {sockaddr(rip, rport)}") from None
             raise
         transport._established_waiter = None
         return transport
@@ -585,13 +604,24 @@ class Stack:
             port = int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
         port = int(port or 0)
         if host is None or host == "" or host == []:
+            # (IPv6 issue) like the stock loop: host None -> one endpoint per family (0.0.0.0 and
+            # :: with V6ONLY), i.e. the dual wildcard; family= narrows it to one family
             hosts: list[bytes | None] = [None]
+            if family == socket.AF_INET:
+                hosts = [b"\0" * 4]
+            elif family == socket.AF_INET6:
+                hosts = [b"\0" * 16]
         else:
             names = [host] if isinstance(host, str) else list(host)
             hosts = []
             for name in names:
-                if name in ("0.0.0.0", "::", ""):
+                if name == "":
                     hosts.append(None)
+                    continue
+                if name in ("0.0.0.0", "::"):
+                    # (IPv6 issue) asyncio binds "0.0.0.0" v4-only and "::" with IPV6_V6ONLY:
+                    # per-family wildcards, not the dual one
+                    hosts.append(b"\0" * 4 if name == "0.0.0.0" else b"\0" * 16)
                     continue
                 b = _ip_bytes(name)
                 if b is None:
@@ -605,6 +635,9 @@ class Stack:
         else:
             config = None
         server = Server(self, loop, protocol_factory, ssl, backlog, ssl_handshake_timeout, ssl_shutdown_timeout)
+        # (asyncio sets SO_REUSEADDR on POSIX unless reuse_address=False)
+        server._sock_flags = {"reuse_address": True if reuse_address is None else reuse_address,
+                              "reuse_port": reuse_port}
         try:
             for ip in hosts:
                 listener = self.core.listen(ip, port, backlog, None, config,
@@ -614,7 +647,7 @@ class Stack:
                 fam, addr = listener_sockaddr(listener.ip, listener.port)
                 server._add_listener(listener, fam, addr)
                 if listener.ip == b"" and self.core.local_v6:
-                    server._sockets.append(ServerSocket(socket.AF_INET6, ("::", listener.port, 0, 0)))
+                    server._add_listener(listener, socket.AF_INET6, ("::", listener.port, 0, 0))
         except BaseException:
             server.close()
             raise

@@ -17,9 +17,11 @@ Behaviour follows asyncio's ``_SelectorSocketTransport`` so protocols cannot tel
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import socket
+import warnings
 from typing import Any
 
 log = logging.getLogger("aiotcpstack.aio")
@@ -61,8 +63,14 @@ class TcpTransport(asyncio.Transport):
     _start_tls_compatible = True
 
     def __init__(self, stack: Any, loop: asyncio.AbstractEventLoop, conn: Any = None,
-                 server: Any = None) -> None:
+                 server: Any = None, context: contextvars.Context | None = None) -> None:
         super().__init__(extra=None)
+        # the contextvars context every protocol callback runs in (as a selector transport's
+        # reader handle): the caller's for create_connection, the server's creation context
+        # (a copy per connection) for accepted ones -- never the packet reader's shared one
+        self._context = contextvars.copy_context() if context is None else context
+        self._in_context = False
+        self._pseudo_sock: Any = None
         self._stack = stack
         self._loop = loop
         self._conn = conn
@@ -99,7 +107,7 @@ class TcpTransport(asyncio.Transport):
     def _start(self, protocol: Any) -> None:
         """Set the protocol and schedule ``connection_made`` (like the selector transports)."""
         self.set_protocol(protocol)
-        self._loop.call_soon(self._connection_made)
+        self._loop.call_soon(self._connection_made, context=self._context)
 
     def _connection_made(self) -> None:
         try:
@@ -135,7 +143,25 @@ class TcpTransport(asyncio.Transport):
         if not self._made:
             self._pending.append(bytes(data))
             return
-        self._deliver(data)
+        if self._in_context:
+            self._deliver(data)
+        else:
+            self._in_context = True
+            try:
+                self._context.run(self._deliver, data)
+            finally:
+                self._in_context = False
+
+    def _in_ctx(self, fn: Any, *args: Any) -> Any:
+        """Run a protocol callback in the transport's context (re-entrant: a callback that
+        makes the stack call us back synchronously is already inside it)."""
+        if self._in_context:
+            return fn(*args)
+        self._in_context = True
+        try:
+            return self._context.run(fn, *args)
+        finally:
+            self._in_context = False
 
     def _deliver(self, data: Any) -> None:
         try:
@@ -165,7 +191,24 @@ class TcpTransport(asyncio.Transport):
         if not self._made:
             self._pending.append("eof")
             return
+        # a selector transport reads the data with one recv() and sees the EOF (recv() == b"") on
+        # the next loop iteration; a batch delivers both at once: keep the stock order of
+        # iterations (protocols and tests of asyncio race on it, e.g. extra info read after the
+        # peer's response but before its close)
+        self._loop.call_soon(self._deferred_eof, context=self._context)
+
+    def _deferred_eof(self) -> None:
+        # the connection may have ended since (peer's FIN answered, RST): the EOF still comes
+        # first -- connection_lost was scheduled after it; not after our own close()/abort()
+        if self._user_closed or not self._made or self._protocol is None:
+            return
+        if not self._reading:
+            self._eof_held = True          # delivered by resume_reading(), as the kernel's EOF
+            return
         self._deliver_eof()
+
+    _eof_held = False
+    _user_closed = False          # close() / abort() / _force_close() called
 
     def _deliver_eof(self) -> None:
         self._eof_received = True
@@ -180,6 +223,14 @@ class TcpTransport(asyncio.Transport):
             self.close()
 
     def tcp_send_space(self) -> None:
+        if self._writing_paused and not self._in_context:
+            self._in_ctx(self._send_space)
+        else:
+            self._send_space()
+
+    def _send_space(self) -> None:
+        # as _SelectorSocketTransport._write_ready: resume_writing() first (sslproto writes its
+        # pending records, e.g. the close_notify, from it), then the deferred close() once drained
         if self._writing_paused and self.get_write_buffer_size() <= self._low:
             self._writing_paused = False
             try:
@@ -190,6 +241,11 @@ class TcpTransport(asyncio.Transport):
                 self._loop.call_exception_handler({
                     "message": "protocol.resume_writing() failed", "exception": exc,
                     "transport": self, "protocol": self._protocol})
+        if self._close_pending and self.get_write_buffer_size() == 0:
+            self._close_pending = False        # the deferred close(): the buffer has drained
+            if self._conn is not None and not self._conn_done:
+                self._conn.close(self._now())
+                self._stack_kick()
         if self._closing and not self._lost and self._queued() == 0:
             self._call_lost(None)
 
@@ -223,13 +279,17 @@ class TcpTransport(asyncio.Transport):
             return
         self._lost = True
         self._closing = True
-        self._loop.call_soon(self._connection_lost, exc)
+        self._loop.call_soon(self._connection_lost, exc, context=self._context)
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         try:
             if self._protocol is not None and self._made:
                 self._protocol.connection_lost(exc)
         finally:
+            # as _SelectorTransport._call_connection_lost: drop the protocol (the connection may
+            # linger in TIME_WAIT holding us; it must not keep the protocol / SSL context alive)
+            self._protocol = None
+            self._writing_paused = False
             if self._server is not None:
                 self._server._detach(self)
                 self._server = None
@@ -248,11 +308,14 @@ class TcpTransport(asyncio.Transport):
     def _abort(self, exc: BaseException | None) -> None:
         if self._lost:
             return
+        # (robustness issue) schedule connection_lost(exc) first: conn.abort() reports the close
+        # synchronously (tcp_closed(None)), which used to win and hide the fatal exception from
+        # the protocol (asyncio's _fatal_error -> _force_close(exc) passes it on)
+        self._call_lost(exc)
         conn = self._conn
         if conn is not None and not self._conn_done:
             conn.abort(self._now())
             self._stack_kick()
-        self._call_lost(exc)
 
     # ---------------------------------------------------------------- BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -268,21 +331,57 @@ class TcpTransport(asyncio.Transport):
         if name == "stack":
             return self._stack
         if name == "socket":
-            return default
+            # no kernel socket: a pseudo-socket (aio/pseudosocket.py) with the TCP options
+            # mapped onto this connection's config
+            if self._conn is None or self._sock is None:
+                return default
+            if self._pseudo_sock is None:
+                self._pseudo_sock = self._make_pseudo_socket()
+            return self._pseudo_sock
         return default
+
+    def _make_pseudo_socket(self) -> Any:
+        from .pseudosocket import PseudoSocket
+        conn = self._conn
+        peer = self._peer
+
+        def get_config() -> Any:
+            return conn.config
+
+        def set_config(cfg: Any) -> None:
+            old = conn.config
+            conn.config = cfg
+            if cfg.sndbuf != old.sndbuf:        # SO_SNDBUF set: fixed size (Linux: SOCK_SNDBUF_LOCK)
+                self._sndbuf = self._sndbuf_max = cfg.sndbuf
+                self._maybe_pause()
+            if cfg.keepalive and not old.keepalive and getattr(conn, "state", None) == "ESTABLISHED":
+                conn._arm(conn._t_ka, self._now() + cfg.keepalive_time)
+                self._stack_kick()
+
+        fam = socket.AF_INET6 if len(self._sock) == 4 else socket.AF_INET
+        ps = PseudoSocket(fam, self._sock, get_config=get_config, set_config=set_config)
+        ps.getpeername = lambda: peer          # type: ignore[method-assign]
+        return ps
 
     def is_closing(self) -> bool:
         return self._closing
 
     def close(self) -> None:
+        self._user_closed = True
         if self._closing:
             return
         self._closing = True
         self._reading = False
         conn = self._conn
         if conn is not None and not self._conn_done:
-            conn.close(self._now())
-            self._stack_kick()
+            if self.get_write_buffer_size() > 0:
+                # like a selector transport with a non-empty buffer: the socket (our FIN) is
+                # closed once the buffer has drained, and write() keeps appending until then
+                # (sslproto writes its close_notify after close() when writing was paused)
+                self._close_pending = True
+            else:
+                conn.close(self._now())
+                self._stack_kick()
         if not self._lost and (self._conn_done or self._queued() == 0):
             self._call_lost(None)
 
@@ -311,6 +410,9 @@ class TcpTransport(asyncio.Transport):
         if self._conn is not None and not self._conn_done:
             self._conn.set_reading(True, self._now())
             self._stack_kick()
+        if self._eof_held:
+            self._eof_held = False
+            self._loop.call_soon(self._deferred_eof, context=self._context)
 
     # ---------------------------------------------------------------- WriteTransport
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
@@ -362,7 +464,7 @@ class TcpTransport(asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._closing or self._conn_done:
+        if self._conn_done or self._lost or (self._closing and not self._close_pending):
             # asyncio logs "socket.send() raised exception." after the connection is lost
             return
         self._conn.send(bytes(data) if type(data) is not bytes else data, self._now())
@@ -370,6 +472,7 @@ class TcpTransport(asyncio.Transport):
         self._maybe_pause()
 
     _eof_written = False
+    _close_pending = False          # close() called with a non-empty write buffer
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -386,9 +489,40 @@ class TcpTransport(asyncio.Transport):
         return True
 
     def abort(self) -> None:
+        self._user_closed = True
         self._closing = True
         self._abort(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        """What asyncio's ``sslproto`` calls on handshake / shutdown timeouts and fatal errors
+        (``_SelectorTransport._force_close``): drop what is not yet written, close the "socket"
+        -- FIN like the kernel's close() (RST only with unread received data, ``conn.close``) --
+        and ``connection_lost(exc)``."""
+        if self._lost:
+            return
+        self._user_closed = True
+        self._closing = True
+        self._reading = False
+        self._close_pending = False
+        self._call_lost(exc)       # (robustness issue) before conn.close(): see _abort
+        conn = self._conn
+        if conn is not None and not self._conn_done:
+            conn.close(self._now())
+            self._stack_kick()
 
     def __repr__(self) -> str:
         state = "closing" if self._closing else "open"
         return f"<TcpTransport {state} {self._sock} -> {self._peer}>"
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # as _SelectorTransport.__del__: a transport collected with its connection still open
+        conn = self._conn
+        if conn is not None and not self._conn_done and not self._lost and not self._closing:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            try:
+                loop = self._loop
+                if not loop.is_closed():
+                    conn.close(loop.time())
+                    self._stack_kick()
+            except Exception:  # noqa: BLE001
+                pass

@@ -115,10 +115,18 @@ class NetnsSocketFactory:
     def __init__(self, name: str | None) -> None:
         self.name = name
         self._fd = _open_ns(name) if name is not None else None
+        self._ns_id: tuple[int, int] | None = None     # (st_dev, st_ino) of the namespace
 
     def socket(self, *args: Any, **kwargs: Any):
         import socket
         if self._fd is None:
+            return socket.socket(*args, **kwargs)
+        if self._ns_id is None:
+            st = os.fstat(self._fd)
+            self._ns_id = (st.st_dev, st.st_ino)
+        st = os.stat("/proc/thread-self/ns/net")
+        if (st.st_dev, st.st_ino) == self._ns_id:
+            # already there (e.g. a process started inside the namespace): no switch needed
             return socket.socket(*args, **kwargs)
         orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:

@@ -42,7 +42,7 @@ from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
-from .demux import ANY, DemuxTable
+from .demux import ANY, ANY4, ANY6, DemuxTable
 from ..tcp.listener import Listener
 from .neighbour import REACHABLE, NeighbourEntry, NeighbourTable
 from .routing import RoutingTable
@@ -55,6 +55,9 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_ICMPV6 = 58
 ETH_HLEN = 14
+#: (PMTUD/ICMP issue) ICMPv4 types that quote an offending packet (dest-unreach, source quench,
+#: redirect, time exceeded, parameter problem): handled by ip/icmp_errors.py in both modes
+_ICMP_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
 _ETH = struct.Struct("!6s6sH")
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
@@ -95,6 +98,10 @@ class Route:
         self.local = None if local and core.loopback_link and not core.dedicated else local
         self.neigh = neigh
         self.mss = core.mss6 if self.v6 else core.mss4   # our side (link MTU)
+        if core.pmtu.entries:                            # (PMTUD issue) learned path MTU
+            pm = core.pmtu.cached(rip, core.now)
+            if pm is not None and pm - (60 if self.v6 else 40) < self.mss:
+                self.mss = pm - (60 if self.v6 else 40)
         self.peer_mss: int | None = None
         self.conn: Any = None
 
@@ -200,6 +207,9 @@ class NetworkCore:
         self.mss6 = mtu - 60 if cfg_mss == default_mss else min(cfg_mss, mtu - 60)
         self.config4 = self.config.with_options(mss=self.mss4)
         self.config6 = self.config.with_options(mss=self.mss6)
+        # (PMTUD/ICMP issue) per-destination path MTU learned from ICMP (ip/pmtu.py)
+        from .pmtu import PmtuCache
+        self.pmtu = PmtuCache(mtu)
         self.parse_tcp, self.build_tcp, self.verify_tcp_checksum, self.encode_options = _tcp_api()
 
     # ------------------------------------------------------------------------------------------
@@ -406,6 +416,11 @@ class NetworkCore:
         proto = ip.proto
         if proto == IPPROTO_TCP:
             self._rx_tcp(ip.src, ip.dst, payload, trusted, now)
+        elif proto == IPPROTO_ICMP and len(payload) >= 8 and payload[0] in _ICMP_ERROR_TYPES:
+            # (PMTUD/ICMP issue) errors go to TCP in both modes (ip/icmp_errors.py)
+            counters["IpInDelivers"] += 1
+            from .icmp_errors import rx_icmpv4_error
+            rx_icmpv4_error(self, ip.src, payload, now)
         elif proto == IPPROTO_ICMP and self.dedicated:
             counters["IpInDelivers"] += 1
             from .icmp_echo import echo_reply_v4
@@ -433,11 +448,15 @@ class NetworkCore:
             return
         if ip.fragment:
             counters["IpReasmFails"] += 1
+            counters["Ip6ReasmFails"] += 1      # (PMTUD/ICMP issue) the v6 MIB name too
             return
         if nh == IPPROTO_TCP:
             self._rx_tcp(ip.src, dst, payload, trusted, now)
         elif nh == IPPROTO_ICMPV6:
             self._rx_icmpv6(ip, payload, src_mac, now)
+        else:
+            # (robustness issue: every drop is counted) Linux: Ip6InUnknownProtos
+            counters["Ip6InUnknownProtos"] += 1
 
     def _rx_icmpv6(self, ip: Any, payload: memoryview, src_mac: bytes, now: float) -> None:
         """NDP (RFC 4861: answer NS for our addresses in dedicated mode, learn from NS/NA) and
@@ -480,6 +499,12 @@ class NetworkCore:
                 if nd.target_lla:
                     for item in self.neigh.update(target, nd.target_lla, now, create=False):
                         self._send_queued(target, item)
+            return
+        if 1 <= t <= 4:
+            if ip.dst in self.local_v6:
+                # (PMTUD/ICMP issue) errors go to TCP in both modes (ip/icmp_errors.py)
+                from .icmp_errors import rx_icmpv6_error
+                rx_icmpv6_error(self, msg, now)
             return
         if self.dedicated and ip.dst in self.local_v6:
             from .icmp_echo import echo_reply_v6
@@ -633,6 +658,27 @@ class NetworkCore:
             self._emit_local(route, hdr, payload)
             return
         vnet = self.vnet
+        e = route.neigh
+        tx_tcp = self.transmit_tcp
+        if tx_tcp is not None and e.state is REACHABLE and self.now - e.confirmed <= self.neigh.reachable_time:
+            # fast path, scatter-gather (vnet links): the payload -- a view into the send buffer --
+            # goes to sendmsg as its own iovec; no copy of it in user space
+            th = _tcp.build_tcp_header(hdr, len(payload), lip, rip)
+            self.counters["IpOutRequests"] += 1
+            if route.v6:
+                from ..wire.ipv6 import build_ipv6_header
+                iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(th) + len(payload))
+                ethertype = ETH_P_IPV6
+                gso_type = GSO_TCPV6 if gso_size else 0
+            else:
+                iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(th) + len(payload), 64, self._next_ident(), True)
+                ethertype = ETH_P_IP
+                gso_type = GSO_TCPV4 if gso_size else 0
+            eth = e.eth_cache.get(ethertype)
+            if eth is None:
+                eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, self.mac, ethertype)
+            tx_tcp(eth + iph, th, payload, gso_type, gso_size)
+            return
         seg = self.build_tcp(hdr, payload, lip, rip, "partial" if vnet else "full")
         self.counters["IpOutRequests"] += 1
         if route.v6:
@@ -658,6 +704,11 @@ class NetworkCore:
             self._send_l3(e, ethertype, iph + seg, gso_type, gso_size, ETH_HLEN + len(iph), 16)
         else:
             self._send_l3(e, ethertype, iph + seg, 0, 0, 0, 0)
+
+    #: ``transmit_tcp(l2l3_header, tcp_header, payload, gso_type, gso_size)``: scatter-gather
+    #: send of a NEEDS_CSUM TCP frame (``AfPacketLink.send_tcp``, set by ``aio.Stack`` for vnet
+    #: links); None: frames are joined and go through ``transmit``
+    transmit_tcp: Callable[..., None] | None = None
 
     #: (asyncio issue) the link is the kernel's loopback device (``lo``): zero MACs, every frame's
     #: source MAC equals ours, and in shared mode a local address may be a kernel peer's.  Set by
@@ -789,7 +840,10 @@ class NetworkCore:
         self.neigh.on_timer(now)
         nxt = self.neigh.next_deadline()
         if nxt is not None:
-            self._arm_neigh_timer(max(nxt, now))
+            # (robustness issue, found by the fuzzer) a deadline a float ulp after ``now`` but in
+            # the current wheel tick (e.g. 2.0540000000000003 at now=2.054) re-fired at once,
+            # forever: the stack spun in wheel.advance.  Re-arm at least one tick ahead.
+            self._arm_neigh_timer(max(nxt, now + getattr(self.wheel, "granularity", 0.001)))
 
     # ------------------------------------------------------------------------------------------
     # connections, listeners, ports
@@ -809,10 +863,43 @@ class NetworkCore:
         return int.from_bytes(h.digest(), "big")
 
     def config_for(self, ip: bytes, config: TcpConfig | None = None) -> TcpConfig:
+        pm = self.pmtu.cached(ip, self._now()) if self.pmtu.entries else None
+        if pm is not None:
+            # (PMTUD issue) a learned path MTU: new connections start at it.  Unlike Linux (which
+            # advertises the device MTU's MSS) the SYN then advertises it too -- the only place
+            # the connection takes its sending MSS from at creation; harmless (smaller is safe).
+            mss = min(self.mss6 if len(ip) == 16 else self.mss4, pm - (60 if len(ip) == 16 else 40))
+            return (config or self.config).with_options(mss=min(mss, (config or self.config).mss))
         if config is None:
             return self.config6 if len(ip) == 16 else self.config4
         mss = self.mss6 if len(ip) == 16 else self.mss4
         return config if config.mss <= mss else config.with_options(mss=mss)
+
+    # -- (PMTUD/ICMP issue) hooks for ip/icmp_errors.py ---------------------------------------------
+    def is_owned(self, conn: Any) -> bool:
+        """``sock_owned_by_user``: a protocol callback of ``conn`` is in progress."""
+        return conn in self._owned
+
+    def apply_pmtu(self, dst: bytes, now: float) -> int:
+        """The path MTU to ``dst`` went down (``pmtu`` cache): every connection to it shrinks its
+        MSS (Linux ``tcp_v4_mtu_reduced``: ``tcp_sync_mss`` + ``tcp_simple_retransmit`` -- what
+        is in flight at the old size was dropped, so it is retransmitted now).  Returns how many
+        connections changed."""
+        mtu = self.pmtu.get(dst, now)
+        hdr = 60 if len(dst) == 16 else 40
+        mtu_mss = mtu - hdr
+        n = 0
+        for conn, route in list(self.routes.items()):
+            if route.rip != dst or route.mss <= mtu_mss:
+                continue
+            route.mss = mtu_mss
+            update = getattr(conn, "update_mss", None)
+            if update is not None:
+                before = getattr(conn, "mss", 0)
+                update(mtu_mss, now)
+                if getattr(conn, "mss", 0) != before:
+                    n += 1
+        return n
 
     def new_connection(self, lip: bytes, lport: int, rip: bytes, rport: int, handler: Any, now: float,
                        config: TcpConfig | None = None, peer_syn: TcpHeader | None = None) -> Any:
@@ -826,6 +913,7 @@ class NetworkCore:
         key = (lip, lport, rip, rport)
         if key in self.demux.conns:
             raise OSError(errno.EADDRINUSE, "Address already in use")
+        self._check_max_connections()          # (robustness issue) config.max_connections
         self._use_port(lport)
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
         if peer_syn is not None and peer_syn.options.mss:
@@ -843,6 +931,15 @@ class NetworkCore:
         self.routes[conn] = route
         self.demux.conns[key] = conn
         return conn
+
+    def _check_max_connections(self, raise_: bool = True) -> bool:
+        """(robustness issue) ``config.max_connections``: False / ``OSError(ENOBUFS)`` at the cap."""
+        cap = getattr(self.config, "max_connections", 0)
+        if cap and len(self.demux.conns) >= cap:
+            if raise_:
+                raise OSError(errno.ENOBUFS, f"connection limit reached (max_connections={cap})")
+            return False
+        return True
 
     def connect(self, rip: bytes, rport: int, handler: Any, now: float, lip: bytes | None = None,
                 lport: int | None = None, config: TcpConfig | None = None) -> Any:
@@ -952,7 +1049,8 @@ class NetworkCore:
         (``ListenDrops``).
         """
         lip = ANY if lip is None else bytes(lip)
-        if lip != ANY and lip not in self.local_v4 and lip not in self.local_v6:
+        if (lip != ANY and lip != ANY4 and lip != ANY6 and lip not in self.local_v4
+                and lip not in self.local_v6):   # (IPv6 issue) ANY4/ANY6: per-family wildcards
             raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
         listeners = self.demux.listeners
         if port:
@@ -1013,6 +1111,9 @@ class NetworkCore:
         key = (lip, lport, rip, rport)
         if key in self.demux.conns:
             raise OSError(errno.EADDRINUSE, "Address already in use")
+        if not self._check_max_connections(raise_=False):   # (robustness issue)
+            self.counters["TCPMaxConnDrop"] += 1
+            raise OSError(errno.ENOBUFS, "connection limit reached")   # listener: ListenDrops
         self._use_port(lport)           # the listener holds the port: only a reference
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
         if syn.options.mss:

@@ -5,6 +5,17 @@ States, simplified from ``include/net/neighbour.h``: INCOMPLETE (resolving, pack
 REACHABLE (confirmed less than ``reachable_time`` ago), STALE (older: still used, but the next use
 triggers a refresh), FAILED (resolution gave up; the next packet starts over).
 
+Bounded like Linux's ``gc_thresh3``: the table never holds more than ``max_entries`` entries.  An
+insert into a full table first runs a forced GC (``neigh_forced_gc``) that frees ``gc_batch``
+entries at once (amortised O(1) per insert), preferring entries that carry no useful state:
+FAILED, then INCOMPLETE (their queued packets are dropped and counted
+``NeighUnresolvedDiscards``), then the least recently confirmed STALE/REACHABLE ones.  A flood of
+spoofed on-link sources therefore cycles through a bounded table (``NeighForcedGcRuns`` counts
+the GC runs, ``NeighTableEvictions`` the entries freed).  An entry still referenced by a route
+(a connection) may be evicted too -- Linux keeps refcounted entries instead; here the route keeps
+its (detached) entry object, which re-enters the table the next time it needs resolution
+(:meth:`NeighbourTable.resolve`), so a live connection never loses its next hop.
+
 How a solicitation is sent is not decided here: the table calls ``solicit(ip, known_mac)``.
 In dedicated mode the core broadcasts an ARP request (unicast to ``known_mac`` on refresh); in
 shared mode the aio layer asks the kernel's neighbour table (``host/``) and calls back
@@ -23,7 +34,8 @@ FAILED = "FAILED"
 
 
 class NeighbourEntry:
-    __slots__ = ("ip", "mac", "state", "confirmed", "probes", "next_probe", "queue", "eth_cache")
+    __slots__ = ("ip", "mac", "state", "confirmed", "probes", "next_probe", "queue", "eth_cache",
+                 "last_used")
 
     def __init__(self, ip: bytes) -> None:
         self.ip = ip
@@ -35,6 +47,7 @@ class NeighbourEntry:
         self.queue: list[Any] = []
         #: ethertype -> prebuilt 14-byte Ethernet header (invalidated when the MAC changes)
         self.eth_cache: dict[int, bytes] = {}
+        self.last_used = 0.0
 
     def __repr__(self) -> str:
         mac = self.mac.hex(":") if self.mac else None
@@ -44,7 +57,8 @@ class NeighbourEntry:
 class NeighbourTable:
     def __init__(self, counters: dict[str, int], solicit: Callable[[bytes, bytes | None], None], *,
                  reachable_time: float = 30.0, retrans_time: float = 1.0, max_probes: int = 3,
-                 queue_len: int = 101, gc_time: float = 300.0) -> None:
+                 queue_len: int = 101, gc_time: float = 300.0, max_entries: int = 1024,
+                 gc_batch: int = 0) -> None:
         self.counters = counters
         self.solicit = solicit
         self.reachable_time = reachable_time
@@ -52,6 +66,9 @@ class NeighbourTable:
         self.max_probes = max_probes
         self.queue_len = queue_len           # like unres_qlen (packets)
         self.gc_time = gc_time
+        self.max_entries = max(1, max_entries)          # gc_thresh3
+        #: entries freed per forced GC run (default: 1/8 of the table, at least 1)
+        self.gc_batch = gc_batch or max(1, self.max_entries // 8)
         self.entries: dict[bytes, NeighbourEntry] = {}
         #: called with the new earliest deadline when it moves earlier (the core re-arms its timer)
         self.on_deadline: Callable[[float], None] | None = None
@@ -59,8 +76,32 @@ class NeighbourTable:
     def entry(self, ip: bytes) -> NeighbourEntry:
         e = self.entries.get(ip)
         if e is None:
-            e = self.entries[ip] = NeighbourEntry(bytes(ip))
+            e = NeighbourEntry(bytes(ip))
+            self._insert(e)
         return e
+
+    def _insert(self, e: NeighbourEntry) -> None:
+        if len(self.entries) >= self.max_entries:
+            self.forced_gc()
+        self.entries[e.ip] = e
+
+    def forced_gc(self) -> int:
+        """``neigh_forced_gc``: free ``gc_batch`` entries (FAILED first, then INCOMPLETE, then the
+        least recently confirmed).  Returns the number freed."""
+        self.counters["NeighForcedGcRuns"] += 1
+        want = min(self.gc_batch, len(self.entries))
+        rank = {FAILED: 0, INCOMPLETE: 1, STALE: 2, REACHABLE: 3}
+        victims = sorted(self.entries.values(), key=lambda e: (rank.get(e.state, 2), e.confirmed))[:want]
+        for e in victims:
+            del self.entries[e.ip]
+            if e.queue:
+                self.counters["NeighUnresolvedDiscards"] += len(e.queue)
+                e.queue = []
+            e.next_probe = None
+            if e.mac is None:
+                e.state = FAILED
+        self.counters["NeighTableEvictions"] += len(victims)
+        return len(victims)
 
     def lookup(self, ip: bytes) -> bytes | None:
         e = self.entries.get(ip)
@@ -70,6 +111,21 @@ class NeighbourTable:
     def resolve(self, e: NeighbourEntry, now: float, packet: Any = None) -> bytes | None:
         """The MAC to send to, or None after queueing ``packet`` (when given) and starting
         resolution.  A STALE entry is still used while a refresh runs (kernel: DELAY/PROBE)."""
+        if self.entries.get(e.ip) is not e:
+            # evicted by a forced GC while a route still held it: re-enter the table so that
+            # confirmations (update) and retries (on_timer) reach it again
+            cur = self.entries.get(e.ip)
+            if cur is not None:             # a newer entry for the same address: adopt its state
+                if cur.mac is not None and e.mac != cur.mac:
+                    e.mac = cur.mac
+                    e.eth_cache.clear()
+                e.state, e.confirmed = cur.state, cur.confirmed
+                e.queue.extend(cur.queue)
+                del e.queue[:-self.queue_len or None]
+                e.next_probe, e.probes = cur.next_probe, cur.probes
+                self.entries[e.ip] = e
+            else:
+                self._insert(e)
         mac = e.mac
         if mac is not None:
             if e.state is REACHABLE and now - e.confirmed > self.reachable_time:
@@ -103,7 +159,8 @@ class NeighbourTable:
         if e is None:
             if not create:
                 return []
-            e = self.entries[ip] = NeighbourEntry(bytes(ip))
+            e = NeighbourEntry(bytes(ip))
+            self._insert(e)
         mac = bytes(mac)
         if e.mac != mac:
             e.mac = mac

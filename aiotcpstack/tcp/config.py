@@ -42,7 +42,19 @@ class TcpConfig:
     max_syn_backlog: int = 4096     # tcp_max_syn_backlog
     syncookies: int = 1             # tcp_syncookies: 0 never, 1 under pressure, 2 always
     challenge_ack_limit: int = 1000  # tcp_challenge_ack_limit (per second)
+    tlp: bool = True                # tail loss probe (RFC 8985 7; Linux tcp_early_retrans=3)
     ephemeral_ports: tuple[int, int] = (32768, 60999)  # ip_local_port_range
+    # (robustness) cap on connections in the demux table (any state but LISTEN; 0: no cap).
+    # At the cap connect() raises OSError(ENOBUFS) and a completing handshake is dropped
+    # (ListenDrops + TCPMaxConnDrop; the peer retransmits its ACK or gives up).
+    max_connections: int = 0
+
+    # (PMTUD issue) path MTU: tcp_mtu_probing (0 off, 1 black-hole detection after tcp_retries1
+    # RTOs; see tcp/mtu_probe.py), tcp_base_mss, tcp_mtu_probe_floor, tcp_retries1
+    mtu_probing: int = 1
+    base_mss: int = 1024
+    mtu_probe_floor: int = 48
+    retries1: int = 3
 
     def with_options(self, **kw: object) -> "TcpConfig":
         """A copy with some fields changed (per-connection overrides)."""

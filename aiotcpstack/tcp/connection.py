@@ -39,12 +39,14 @@ Semantics chosen where the contract leaves room (documented for ``aio/``):
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
+from . import mtu_probe as _mtu_probe     # (PMTUD issue) black-hole detection
 from . import state as S
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
-from .receive_buffer import OutOfOrderQueue
+from .receive_buffer import OFO_SEG_OVERHEAD, OutOfOrderQueue
 from .sack import SackScoreboard
 from .send_buffer import SendBuffer
 from .seq import seq_ge, seq_gt, seq_le, seq_lt, seq_max
@@ -73,6 +75,10 @@ CA_LOSS = 4
 PAWS_24DAYS = 24 * 86400.0          # RFC 7323 5.5: TS.Recent older than this is invalid
 TCP_MAX_QUICKACKS = 16              # Linux
 FLAGS_HP_MASK = ~PSH & 0xFF         # header prediction: only ACK (and PSH) may be set
+# floor of the tail loss probe timeout (Linux 3.10-4.x tcp_schedule_loss_probe: 10 ms): on a
+# sub-millisecond path 2*SRTT is shorter than a user-space stack's scheduling latency, and a probe
+# would go out before an ACK that is already on its way (seen live on veth)
+TLP_MIN = 0.010
 
 
 def rst_for(hdr: TcpHeader, payload_len: int) -> TcpHeader | None:
@@ -120,6 +126,9 @@ class TcpConnection:
         "rtt", "cc", "sb", "ca_state", "dupacks", "reno_sacked", "recovery_point", "high_rxt",
         "lost_end", "force_rtx", "n_rtx", "retransmits", "rtt_seq", "rtt_time", "last_progress",
         "probe_mode", "probes_out", "persist_backoff",
+        # lost-retransmission detection ([seq, end, snd_nxt when sent] per recovery retransmission,
+        # ranges found lost again) and the tail loss probe (RFC 8985 7)
+        "rtx_marks", "relost", "tlp_high", "tlp_armed",
         # ACK policy
         "ack_pending", "quick", "ato", "lrcvtime", "dsack",
         # timers
@@ -128,6 +137,9 @@ class TcpConnection:
         "ka_probes", "last_rcv_time", "chal_window", "chal_count", "closed_by_app", "_notified",
         "_released", "send_space_pending", "bytes_acked", "bytes_received", "rcvq_time",
         "rcvq_copied", "_syn_time", "last_send", "ka_probe_time",
+        # (PMTUD/ICMP issue) ICMP soft error (Linux sk_err_soft) + snd_una when it was recorded,
+        # black-hole detection state (tcp/mtu_probe.py)
+        "soft_err", "soft_err_una", "mtu_probe",
     )
 
     def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -207,6 +219,10 @@ class TcpConnection:
         self.probe_mode = False
         self.probes_out = 0
         self.persist_backoff = 0
+        self.rtx_marks: list[list[int]] = []
+        self.relost: list[list[int]] = []
+        self.tlp_high = None              # SND.NXT after a loss probe, until it is acknowledged
+        self.tlp_armed = False            # the retransmission timer is armed as the probe timer (PTO)
 
         self.ack_pending = 0          # 0 none, 1 delayed, 2 now
         self.quick = 0
@@ -234,6 +250,9 @@ class TcpConnection:
         self.rcvq_copied = 0
         self._syn_time = now
         self.last_send = now
+        self.soft_err = 0                 # (PMTUD/ICMP issue)
+        self.soft_err_una = iss
+        self.mtu_probe = None
 
     # ================================================================== public API
 
@@ -415,7 +434,7 @@ class TcpConnection:
         elif ap == 1:
             self._schedule_delack(now)
 
-    def update_mss(self, mtu_mss: int, now: float) -> None:
+    def update_mss(self, mtu_mss: int, now: float, retransmit: bool = True) -> None:
         """Path MTU went down (ICMP fragmentation needed / packet too big, RFC 1191/8201):
         ``mtu_mss`` is the new MTU minus IP and TCP headers; segments shrink from now on (Linux
         tcp_sync_mss).  Outstanding data is not re-segmented: the next retransmission is cut to
@@ -429,7 +448,7 @@ class TcpConnection:
         self.mss = eff
         if self.cc is not None:
             self.cc.set_mss(eff)
-        if self.state in S.SYNCHRONIZED and self.snd_una != self.snd_nxt:
+        if retransmit and self.state in S.SYNCHRONIZED and self.snd_una != self.snd_nxt:
             # retransmit what was lost to the too-big packets right away (Linux tcp_simple_retransmit)
             self.lost_end = self.snd_nxt
             self.high_rxt = self.snd_una
@@ -438,6 +457,18 @@ class TcpConnection:
                 self.recovery_point = self.snd_nxt
             self.force_rtx = True
             self._output(now)
+
+    def icmp_error(self, err: int, hard: bool, now: float) -> None:
+        """(PMTUD/ICMP issue) An ICMP error for this connection, already validated by
+        ``ip/icmp_errors.py`` (Linux tcp_v4_err): ``hard`` fails the connection now with ``err``
+        (SYN-SENT); otherwise it is recorded as the soft error (``sk_err_soft``), which a later
+        timeout reports instead of ETIMEDOUT (Linux tcp_write_err) unless the connection made
+        progress since (Linux clears sk_err_soft on every ACK)."""
+        if hard:
+            self._finish(OSError(err, os.strerror(err)))
+            return
+        self.soft_err = err
+        self.soft_err_una = self.snd_una
 
     def snapshot(self) -> dict:
         """Connection info for ``Stack.connections()`` and ``get_extra_info('tcp_info')``."""
@@ -860,7 +891,11 @@ class TcpConnection:
         # newer (SND.WL1 < SEG.SEQ, or equal and SND.WL2 =< SEG.ACK).
         if seq_ge(ack, una):
             wl1 = self.snd_wl1
-            if seq_lt(wl1, seq) or (wl1 == seq and seq_le(self.snd_wl2, ack)):
+            # (robustness issue, found by the fuzzer) also when the ACK advances SND.UNA, as
+            # Linux tcp_may_update_window: otherwise one blind in-window pure ACK with a future
+            # SEQ (and window 0) pins SND.WL1 ahead of the peer's real SEQ and the send window is
+            # never updated again -- the transfer stalls for good.
+            if seq_gt(ack, una) or seq_lt(wl1, seq) or (wl1 == seq and seq_le(self.snd_wl2, ack)):
                 field = hdr.window
                 if field != self.snd_wnd_field:
                     win_changed = True
@@ -895,13 +930,50 @@ class TcpConnection:
         # Loss detection (RFC 5681 3.2 / RFC 6675 5: DupThresh dupacks or IsLost(SND.UNA))
         ca = self.ca_state
         if ca == CA_OPEN:
-            if self.dupacks >= 3 or (self.sb.blocks and self.sb.lost_limit(self.snd_una, self.mss)):
+            # RFC 8985 7.4: a SACK for the tail loss probe (sent last) shows that everything sent
+            # before it and still un-SACKed is lost (RACK's time order), whatever DupThresh says
+            tlp_sacked = (self.tlp_high is not None and self.sb.blocks and seq_ge(
+                (self.snd_una + self.sb.highest(self.snd_una)) & MASK, self.tlp_high))
+            if (self.dupacks >= 3 or tlp_sacked
+                    or (self.sb.blocks and self.sb.lost_limit(self.snd_una, self.mss))):
                 if self.snd_nxt != self.snd_una:
                     self._enter_recovery(now)
+                    if tlp_sacked:
+                        self.lost_end = seq_max(
+                            self.lost_end, (self.snd_una + self.sb.highest(self.snd_una)) & MASK)
         elif ca == CA_RECOVERY and self.sb.blocks:
             lim = self.sb.lost_limit(self.snd_una, self.mss)
             if lim:
                 self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
+            if newly_sacked and self.rtx_marks:
+                self._mark_lost_retrans()
+
+    def _mark_lost_retrans(self) -> None:
+        """Lost retransmission detection (Linux tcp_mark_lost_retrans, the pre-RACK form of
+        RFC 8985's rule): a retransmission is lost when the peer SACKs data we sent after it
+        (beyond SND.NXT at the time of the retransmission) while the retransmitted range is still
+        not acknowledged.  Without this only the RTO repairs a lost retransmission (RFC 6675
+        never retransmits a range twice in one recovery)."""
+        una = self.snd_una
+        hi = self.sb.highest(una)
+        sb = self.sb
+        keep = []
+        for m in self.rtx_marks:
+            seq, end, mark = m
+            rel_e = (end - una) & MASK
+            if rel_e == 0 or rel_e >= HALF:
+                continue                              # acknowledged meanwhile
+            rel_m = (mark - una) & MASK
+            if rel_m < HALF and rel_m < hi:
+                rel_s = (seq - una) & MASK
+                if rel_s >= HALF:
+                    rel_s = 0
+                if sb.sacked_in(una, rel_s, rel_e) < rel_e - rel_s:
+                    self.relost.append([(una + rel_s) & MASK, end])
+                    self.counters["TCPLostRetransmit"] += 1
+                continue
+            keep.append(m)
+        self.rtx_marks = keep
 
     def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float) -> None:
         """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail)."""
@@ -953,14 +1025,74 @@ class TcpConnection:
                 self._exit_recovery(now)
             else:
                 self.high_rxt = seq_max(self.high_rxt, ack)
-        # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it
+        if self.tlp_high is not None and seq_ge(ack, self.tlp_high):
+            self.tlp_high = None                      # the loss probe is acknowledged
+        # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it (or the tail loss
+        # probe timer, RFC 8985 7.2, which falls back to the RTO)
+        self.tlp_armed = False
         if ack == self.snd_nxt:
             if not self.probe_mode:
                 self._cancel(self._t_rtx)
         else:
             self.probe_mode = False
             self.persist_backoff = 0
-            self._arm(self._t_rtx, now + self.rtt.rto)
+            if not self._schedule_tlp(now, True):
+                self._arm(self._t_rtx, now + self.rtt.rto)
+
+    def _schedule_tlp(self, now: float, rearm: bool = False) -> bool:
+        """Arm the retransmission timer as the tail loss probe timer (RFC 8985 7.2, Linux
+        tcp_schedule_loss_probe): SACK connection, not recovering, nothing SACKed, no probe
+        outstanding; PTO = 2 * SRTT (+ the delayed-ACK time when one segment is out), only if that
+        comes before the RTO.  ``rearm``: the RTO is being restarted anyway (ignore its deadline)."""
+        if (not self.sack_ok or self.ca_state != CA_OPEN or self.sb.blocks or self.tlp_high is not None
+                or self.probe_mode or self.snd_una == self.snd_nxt or not self.config.tlp):
+            return False
+        rtt = self.rtt
+        srtt = rtt.srtt
+        if not srtt:
+            return False
+        out = (self.snd_nxt - self.snd_una) & MASK
+        pto = 2 * srtt + (self.config.delack_max if out <= self.mss else 0.002)
+        if pto < TLP_MIN:
+            pto = TLP_MIN
+        if pto > rtt.rto:
+            pto = rtt.rto                             # RFC 8985 7.2: PTO = min(PTO, RTO)
+        when = now + pto
+        t = self._t_rtx
+        if not rearm and t.pending and not self.tlp_armed and t.expires < when:
+            when = t.expires                          # ... the RTO deadline already running
+        self.tlp_armed = True
+        self.wheel.arm(t, when)
+        return True
+
+    def _send_loss_probe(self, now: float) -> None:
+        """The tail loss probe (RFC 8985 7.3, Linux tcp_send_loss_probe): one new segment if the
+        peer's window allows, else the last segment (or the FIN) again; then the ordinary RTO.
+        Its SACK lets the ACK processing start fast recovery for the losses before it."""
+        self.counters["TCPLossProbes"] += 1
+        una = self.snd_una
+        nxt = self.snd_nxt
+        avail = (self.sndbuf.end_seq - nxt) & MASK
+        if avail >= HALF or self.fin_sent:
+            avail = 0
+        wnd_room = (una + self.snd_wnd - nxt) & MASK
+        if wnd_room >= HALF:
+            wnd_room = 0
+        n = min(avail, self.mss, wnd_room)
+        if n:
+            self._transmit(nxt, self.sndbuf.get(nxt, n), ACK | (PSH if n == avail else 0), now)
+            self.counters["TCPOrigDataSent"] += 1
+            self.snd_nxt = (nxt + n) & MASK
+            self.last_send = now
+        else:
+            data_end = self.fin_seq if self.fin_sent else nxt
+            dlen = (data_end - una) & MASK
+            if dlen >= HALF:
+                dlen = 0
+            k = dlen if dlen < self.mss else self.mss
+            self._retransmit((data_end - k) & MASK, k, now)
+        self.tlp_high = self.snd_nxt
+        self._arm(self._t_rtx, now + self.rtt.rto)
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit / fast recovery (RFC 5681 3.2, RFC 6582, RFC 6675 5)."""
@@ -976,12 +1108,20 @@ class TcpConnection:
         if self.cc is not None:
             self.cc.on_congestion_event(now, self._pipe())
         self.rtt_time = None
+        self.rtx_marks = []
+        self.relost = []
+        self.tlp_high = None
+        if self.tlp_armed:               # the probe timer becomes the RTO again (tcp_rearm_rto)
+            self.tlp_armed = False
+            self._arm(self._t_rtx, now + self.rtt.rto)
         self.force_rtx = True            # RFC 6675 (4.3): retransmit the first segment now
 
     def _exit_recovery(self, now: float) -> None:
         self.ca_state = CA_OPEN
         self.dupacks = 0
         self.reno_sacked = 0
+        self.rtx_marks = []
+        self.relost = []
         self.high_rxt = self.lost_end = self.snd_una
         if self.cc is not None:
             self.cc.on_recovery_exit(now)
@@ -1004,6 +1144,11 @@ class TcpConnection:
                 if self.sack_ok and self.sb.blocks:
                     lost -= self.sb.sacked_in(una, a, b)
                 out -= lost
+            for s, e in self.relost:                  # retransmissions found lost again
+                a = (s - una) & MASK
+                b = (e - una) & MASK
+                if a < HALF and b < HALF and b > a:
+                    out -= (b - a) - (self.sb.sacked_in(una, a, b) if self.sb.blocks else 0)
         return out if out > 0 else 0
 
     # ---------------------------------------------------------------- data reception
@@ -1062,7 +1207,12 @@ class TcpConnection:
 
     def _queue_in_order(self, payload, plen: int, now: float) -> None:
         """In-order data: append for end_batch, advance RCV.NXT, pull from the OOO queue."""
-        self.rx.append(payload if type(payload) is bytes else bytes(payload))
+        if type(payload) is bytes or (type(payload) is memoryview and type(payload.obj) is bytes):
+            # a view into an immutable frame (the link's copied rx frames): keep it, the one copy
+            # is the join / bytes() at delivery; views into reusable buffers are copied here
+            self.rx.append(payload)
+        else:
+            self.rx.append(bytes(payload))
         self.rx_unread += plen
         self.bytes_received += plen
         nxt = (self.rcv_nxt + plen) & MASK
@@ -1134,10 +1284,22 @@ class TcpConnection:
     def _queue_ofo(self, seq: int, payload, plen: int, now: float) -> None:
         ofo = self.ofo
         self.counters["TCPOFOQueue"] += 1
-        if self.rx_unread + ofo.nbytes + plen > self.rcvbuf + self.mss:
-            self.counters["TCPOFODrop"] += 1
-            self.ack_pending = 2
-            return
+        # (robustness issue) charge a per-range overhead (truesize) and make room like Linux
+        # tcp_prune_queue -> tcp_prune_ofo_queue (PruneCalled / OfoPruned; RcvPruned + TCPOFODrop
+        # when even that does not make room); see receive_buffer.OutOfOrderQueue.prune_after
+        # (the rcvbuf/4 slack pays for the range overhead of a window full of MSS-sized holes, so
+        # in-window data from a sane peer is never refused; a 1-byte-segment flood is bounded)
+        over = (self.rx_unread + ofo.mem + plen + OFO_SEG_OVERHEAD
+                - (self.rcvbuf + (self.rcvbuf >> 2) + self.mss))
+        if over > 0:
+            self.counters["PruneCalled"] += 1
+            if ofo.prune_after(seq, self.rcv_nxt, over) >= over:
+                self.counters["OfoPruned"] += 1
+            else:
+                self.counters["RcvPruned"] += 1
+                self.counters["TCPOFODrop"] += 1
+                self.ack_pending = 2
+                return
         added, dup = ofo.insert(seq, payload if type(payload) is bytes else bytes(payload), self.rcv_nxt)
         if dup is not None and self.sack_ok and self.config.dsack:
             self.dsack = dup
@@ -1157,7 +1319,11 @@ class TcpConnection:
             # application's close() can ride on it -- unless quickack mode is on.
             self.quick = 0
             if self.ack_pending != 2:
-                self.ack_pending = 1
+                # ... but Linux __tcp_ack_snd_check still ACKs at once when more than one full
+                # segment is unacknowledged, and the FIN counts: a delayed-ACK'd last segment + FIN
+                # must not wait for the delayed-ACK timer (the peer's tail loss probe would fire
+                # first and retransmit the last segment spuriously)
+                self.ack_pending = 2 if ((self.rcv_nxt - self.rcv_wup) & MASK) > self.rcv_mss else 1
         elif st == FIN_WAIT_1:
             self.ack_pending = 2
             if self.fin_sent and self.snd_una == self.snd_nxt:
@@ -1175,7 +1341,12 @@ class TcpConnection:
             return
         rx = self.rx
         if rx:
-            data = rx[0] if len(rx) == 1 else b"".join(rx)
+            if len(rx) == 1:
+                data = rx[0]
+                if type(data) is not bytes:
+                    data = bytes(data)
+            else:
+                data = b"".join(rx)
             rx.clear()
             n = self.rx_unread
             self.rx_unread = 0
@@ -1361,6 +1532,29 @@ class TcpConnection:
         pipe = -1
         # ---- retransmissions in recovery / loss
         if self.ca_state != CA_OPEN or self.force_rtx:
+            relost = self.relost
+            while relost:
+                s, e = relost[0]
+                a = (s - una) & MASK
+                b = (e - una) & MASK
+                if b == 0 or b >= HALF:
+                    del relost[0]
+                    continue
+                if a >= HALF:
+                    a = 0
+                if self.sb.blocks:
+                    hole = self.sb.next_hole(una, a, b)
+                    if hole is None:
+                        del relost[0]
+                        continue
+                    a, b = hole
+                if cwnd - self._pipe() < mss:
+                    break
+                end = self._retransmit((una + a) & MASK, min(b - a, mss), now)
+                if seq_ge(end, e):
+                    del relost[0]
+                else:
+                    relost[0][0] = end
             while True:
                 start = self.high_rxt if seq_gt(self.high_rxt, una) else una
                 if not seq_lt(start, self.lost_end):
@@ -1468,6 +1662,8 @@ class TcpConnection:
                 break
         if sent_new:
             self.last_send = now
+            if self.sack_ok and self.ca_state == CA_OPEN:
+                self._schedule_tlp(now)
         # ---- zero window: persist timer (RFC 9293 3.8.6.1, Linux tcp_check_probe_timer)
         if not sent_new and self.snd_una == self.snd_nxt:
             pending = ((buf_end - self.snd_nxt) & MASK) or (self.fin_queued and not self.fin_sent)
@@ -1495,6 +1691,8 @@ class TcpConnection:
         self._transmit(seq, data, flags, now)
         self.retransmits += 1
         self.counters["RetransSegs"] += 1
+        if self.ca_state == CA_RECOVERY and self.sack_ok and not timeout:
+            self.rtx_marks.append([seq, end, self.snd_nxt])
         if timeout:
             pass                                      # counted as TCPTimeouts by the caller
         elif self.ca_state == CA_LOSS:
@@ -1532,6 +1730,15 @@ class TcpConnection:
             return
         if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
             return
+        if self.tlp_armed:
+            self.tlp_armed = False
+            if not self.probe_mode and self.snd_una != self.snd_nxt and self.ca_state == CA_OPEN:
+                self._send_loss_probe(now)
+                return
+            if not self.probe_mode and self.snd_una != self.snd_nxt:
+                # no longer eligible (recovery began): this was not the RTO, arm that
+                self._arm(self._t_rtx, now + self.rtt.rto)
+                return
         if self.probe_mode:
             self._probe_timer(now)
             return
@@ -1552,6 +1759,13 @@ class TcpConnection:
             self._finish(TimeoutError(110, "Connection timed out"))
             return
         self.counters["TCPTimeouts"] += 1
+        self.rtx_marks = []
+        self.relost = []
+        self.tlp_high = None
+        if self.config.mtu_probing:
+            # (PMTUD issue) black-hole detection (Linux tcp_write_timeout -> tcp_mtu_probing):
+            # after tcp_retries1 RTOs the MSS drops, so the retransmission below is smaller
+            _mtu_probe.on_rto(self, now)
         # RFC 5681 3.1 / RFC 6298 5.5-5.6: collapse cwnd, back off, retransmit the head;
         # Linux enters CA_Loss and retransmits everything not SACKed in slow start.
         if self.cc is not None:
@@ -1722,6 +1936,9 @@ class TcpConnection:
 
     def _finish(self, exc: BaseException | None) -> None:
         """Enter CLOSED for good: stop timers, tell the handler once, release once."""
+        if self.soft_err and isinstance(exc, TimeoutError) and self.soft_err_una == self.snd_una:
+            # (PMTUD/ICMP issue) Linux tcp_write_err: sk_err = sk_err_soft ? : ETIMEDOUT
+            exc = OSError(self.soft_err, os.strerror(self.soft_err))
         self._set_state(CLOSED)
         w = self.wheel
         for t in (self._t_rtx, self._t_dack, self._t_ka, self._t_tw):

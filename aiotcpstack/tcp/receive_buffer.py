@@ -4,11 +4,19 @@ for DSACK (RFC 2883).
 
 Segments are kept as disjoint, merged ranges ``[start, end)`` with their bytes, sorted by their
 distance from ``rcv_nxt`` (mod 2**32, so ISNs near 2**32 are fine).  The queue is bounded by the
-caller (it checks ``nbytes`` against the receive buffer before inserting).
+caller: it checks :attr:`OutOfOrderQueue.mem` (bytes plus a per-range overhead standing in for
+the skb truesize, so a flood of 1-byte segments at distinct offsets is bounded too) against the
+receive buffer before inserting, and makes room with :meth:`OutOfOrderQueue.prune_after` like
+Linux's ``tcp_prune_ofo_queue`` (drop the highest-sequence ranges first, never those before the
+incoming segment, so holes can still be filled).  The queue is always collapsed (adjacent and
+overlapping ranges are merged on insert), so ``tcp_collapse_ofo_queue`` has nothing left to do.
 """
 from __future__ import annotations
 
 MASK = 0xFFFFFFFF
+#: memory one queued range costs beyond its bytes (list + bytearray + ints, measured ~200 B on
+#: CPython 3.11; the skb truesize overhead in Linux is of the same order)
+OFO_SEG_OVERHEAD = 192
 
 
 class OutOfOrderQueue:
@@ -25,6 +33,26 @@ class OutOfOrderQueue:
 
     def __len__(self) -> int:
         return len(self.segs)
+
+    @property
+    def mem(self) -> int:
+        """Memory charged to the queue: queued bytes + ``OFO_SEG_OVERHEAD`` per range."""
+        return self.nbytes + OFO_SEG_OVERHEAD * len(self.segs)
+
+    def prune_after(self, seq: int, rcv_nxt: int, goal: int) -> int:
+        """``tcp_prune_ofo_queue``: free at least ``goal`` bytes of :attr:`mem` by dropping whole
+        ranges from the tail (highest sequence first), but only ranges that start after ``seq``.
+        Returns the memory freed (may be less than ``goal``)."""
+        segs = self.segs
+        rel = (seq - rcv_nxt) & MASK
+        freed = 0
+        while segs and freed < goal and ((segs[-1][0] - rcv_nxt) & MASK) > rel:
+            s, e, b = segs.pop()
+            self.nbytes -= len(b)
+            freed += len(b) + OFO_SEG_OVERHEAD
+            if self.fin_seq is not None:
+                self.fin_seq = None          # an out-of-order FIN beyond pruned data goes too
+        return freed
 
     def insert(self, seq: int, data: bytes, rcv_nxt: int) -> tuple[int, tuple[int, int] | None]:
         """Queue ``data`` at ``seq`` (which is after ``rcv_nxt``).  Returns ``(new_bytes, dup)``

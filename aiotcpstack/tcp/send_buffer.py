@@ -1,58 +1,120 @@
 """The send queue of one connection: bytes the application handed to ``send()`` that are not yet
 acknowledged (Linux: the write queue plus the retransmit queue, as one byte stream).
 
-Byte ``i`` of the buffer has sequence number ``seq + i`` (mod 2**32).  Acknowledged bytes are
-dropped from the front lazily (a head offset, compacted when it passes half the storage) so an
-ACK costs O(1) amortised instead of a memmove per ACK.
+Byte ``i`` of the buffer has sequence number ``seq + i`` (mod 2**32).
+
+Zero-copy layout (like the kernel's skb list of the write queue): the buffer is a list of
+immutable ``bytes`` chunks, one per ``append`` (``bytes`` are taken as they are; ``bytearray`` /
+``memoryview`` are copied once, since the caller may reuse them), with their absolute start
+positions for a ``bisect``.  ``get`` returns a ``memoryview`` slice of one chunk when the range
+lies inside it (the usual case: TSO super-frames out of 256 KiB writes) and joins only ranges
+that span chunks.  ``ack_to`` only moves a position and drops whole chunks from the front (lazily
+compacted), so an ACK costs O(1) amortised and no byte is ever moved in user space.  Tiny appends
+are coalesced so a stream of small writes does not become a long chunk list.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+
 MASK = 0xFFFFFFFF
+_COALESCE = 512          # appends this small are merged into a small last chunk
 
 
 class SendBuffer:
-    __slots__ = ("_buf", "_head", "seq")
+    __slots__ = ("_chunks", "_starts", "_first", "_base", "_end", "seq")
 
     def __init__(self, seq: int) -> None:
-        self._buf = bytearray()
-        self._head = 0
+        self._chunks: list = []        # bytes chunks (None once dropped, before compaction)
+        self._starts: list[int] = []   # absolute position of each chunk's first byte
+        self._first = 0                # index of the first live chunk
+        self._base = 0                 # absolute position of ``seq``
+        self._end = 0                  # absolute position just past the last byte held
         self.seq = seq & MASK          # sequence number of the first byte held
 
     def __len__(self) -> int:
-        return len(self._buf) - self._head
+        return self._end - self._base
 
     @property
     def end_seq(self) -> int:
         """Sequence number just past the last byte held."""
-        return (self.seq + len(self._buf) - self._head) & MASK
+        return (self.seq + self._end - self._base) & MASK
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        if type(data) is not bytes:
+            data = bytes(data)         # the caller may reuse its buffer: one copy
+        n = len(data)
+        if not n:
+            return
+        chunks = self._chunks
+        if n <= _COALESCE and len(chunks) > self._first:
+            last = chunks[-1]
+            if len(last) + n <= _COALESCE:
+                chunks[-1] = last + data
+                self._end += n
+                return
+        chunks.append(data)
+        self._starts.append(self._end)
+        self._end += n
 
-    def get(self, seq: int, n: int) -> bytes:
-        """``n`` bytes starting at sequence ``seq`` (which must be held)."""
-        off = self._head + ((seq - self.seq) & MASK)
-        return bytes(self._buf[off:off + n])
+    def get(self, seq: int, n: int) -> bytes | memoryview:
+        """``n`` bytes starting at sequence ``seq`` (which must be held): a read-only view into
+        the held data when it lies in one chunk, else a joined copy."""
+        pos = self._base + ((seq - self.seq) & MASK)
+        starts = self._starts
+        chunks = self._chunks
+        i = bisect_right(starts, pos, self._first) - 1
+        chunk = chunks[i]
+        off = pos - starts[i]
+        end = off + n
+        if end <= len(chunk):
+            if off == 0 and end == len(chunk):
+                return chunk
+            return memoryview(chunk)[off:end]
+        parts = [memoryview(chunk)[off:]]
+        left = end - len(chunk)
+        while left > 0:
+            i += 1
+            chunk = chunks[i]
+            if left >= len(chunk):
+                parts.append(chunk)
+                left -= len(chunk)
+            else:
+                parts.append(memoryview(chunk)[:left])
+                left = 0
+        return b"".join(parts)
 
     def ack_to(self, seq: int) -> int:
         """Drop bytes before ``seq`` (clamped to what is held); returns how many were dropped."""
         n = (seq - self.seq) & MASK
-        held = len(self._buf) - self._head
+        held = self._end - self._base
         if n > held:
             if n >= 0x80000000:       # seq is behind us: nothing to drop
                 return 0
             n = held
         if n:
-            self._head += n
             self.seq = (self.seq + n) & MASK
-            if self._head == len(self._buf):
-                self._buf.clear()
-                self._head = 0
-            elif self._head > 65536 and self._head * 2 > len(self._buf):
-                del self._buf[:self._head]
-                self._head = 0
+            if n == held:
+                self._chunks.clear()
+                self._starts.clear()
+                self._first = 0
+                self._base = self._end = 0
+                return n
+            base = self._base = self._base + n
+            chunks = self._chunks
+            starts = self._starts
+            i = self._first
+            while starts[i] + len(chunks[i]) <= base:
+                chunks[i] = None       # release the bytes at once
+                i += 1
+            if i > 32 and i * 2 > len(chunks):
+                del chunks[:i]
+                del starts[:i]
+                i = 0
+            self._first = i
         return n
 
     def clear(self) -> None:
-        self._buf.clear()
-        self._head = 0
+        self._chunks.clear()
+        self._starts.clear()
+        self._first = 0
+        self._base = self._end = 0

@@ -91,7 +91,11 @@ def pseudo_header_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     n = _from_bytes(src, "little") + _from_bytes(dst, "little")
     if n:
         total += (n % 0xFFFF) << 8
-    return (total - 1) % 0xFFFF + 1 if total else 0
+    elif not total:
+        return 0
+    # Anything non-zero summed gives a result in [1, 0xffff]: a multiple of 0xffff is the
+    # ones'-complement "negative zero" 0xffff (e.g. 0.0.0.0 -> 255.255.255.255), never 0.
+    return (total - 1) % 0xFFFF + 1
 
 
 def _naive_ones_sum(data: bytes, initial: int = 0) -> int:

@@ -293,12 +293,32 @@ def build_tcp(hdr: TcpHeader, payload: Buffer, src: bytes, dst: bytes, csum: str
     return h + payload if payload else h
 
 
+def build_tcp_header(hdr: TcpHeader, payload_len: int, src: bytes, dst: bytes) -> bytes:
+    """The header (with options) ``build_tcp(hdr, payload, src, dst, "partial")`` would emit for a
+    payload of ``payload_len`` bytes, without the payload: for scatter-gather sends (the payload
+    goes to ``sendmsg`` as its own buffer, never copied in user space)."""
+    opts = hdr.options
+    ob = b"" if opts is NO_OPTIONS or opts is None else encode_options(opts)
+    hlen = TCP_HLEN + len(ob)
+    psum = pseudo_header_sum(src, dst, IPPROTO_TCP, hlen + payload_len)
+    h = _pack_hdr(hdr.src_port, hdr.dst_port, hdr.seq & 0xFFFFFFFF, hdr.ack & 0xFFFFFFFF,
+                  (hlen << 10) | (hdr.flags & 0xFF), hdr.window, psum, hdr.urgent)
+    return h + ob if ob else h
+
+
 def verify_tcp_checksum(buf: Buffer, src: bytes, dst: bytes) -> bool:
     """True if the segment's checksum is right for this IPv4/IPv6 source and destination.
 
     ``buf`` is the whole segment (header + payload, IP-length trimmed).  A correct segment sums,
     pseudo-header included, to 0xffff ("negative zero", RFC 1071).
     """
-    psum = pseudo_header_sum(src, dst, IPPROTO_TCP, len(buf))
-    n = _from_bytes(buf, "little")
-    return ((((n % 0xFFFF) << 8) + psum - 1) % 0xFFFF + 1) == 0xFFFF
+    ls = len(src)
+    if ls != len(dst) or (ls != 4 and ls != 16):
+        pseudo_header_sum(src, dst, IPPROTO_TCP, 0)      # raises the ValueError
+    # the pseudo-header sum inlined (hot: once per received segment without offload): the total
+    # is never 0 (the protocol, 6, is in it), so it folds to 0xffff iff it is 0 mod 0xffff
+    n = len(buf)
+    total = ((((_from_bytes(buf, "little") % 0xFFFF)
+               + ((_from_bytes(src, "little") + _from_bytes(dst, "little")) % 0xFFFF)) << 8)
+             + IPPROTO_TCP + (n >> 16) + (n & 0xFFFF))
+    return total % 0xFFFF == 0

@@ -295,3 +295,26 @@ def test_ephemeral_allocation(lab):
     s = socket_in_netns(lab.ns_a, socket.AF_INET, socket.SOCK_STREAM)
     s.bind((lab.addr_a, sorted(ports)[0]))
     s.close()
+
+
+def test_dual_stack_reservation_holds_both_families(lab):
+    """One AF_INET6 socket on :: with IPV6_V6ONLY=0 (what a shared-mode Stack with IPv6 uses: one
+    descriptor per port) keeps v4 and v6 binds, REUSEADDR listens and bind(0) off the port."""
+    with PortReservation(lab.ns_a) as res:
+        port = res.reserve("::", 0, v6only=False)
+        assert len(res.reserved()) == 1
+        for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET, lab.addr_a),
+                          (socket.AF_INET6, "::"), (socket.AF_INET6, lab.addr6_a)):
+            other = socket_in_netns(lab.ns_a, fam, socket.SOCK_STREAM)
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                with pytest.raises(OSError) as ei:
+                    other.bind((addr, port))
+                    other.listen()
+                assert ei.value.errno == errno.EADDRINUSE, (addr, ei.value)
+            finally:
+                other.close()
+        res.release(port)
+        free = socket_in_netns(lab.ns_a, socket.AF_INET, socket.SOCK_STREAM)
+        free.bind((lab.addr_a, port))
+        free.close()

@@ -113,7 +113,11 @@ async def test_500_concurrent_kernel_clients_echo(lab, mode) -> None:
         report = json.loads(out)
         results = report["results"]
         bad = [r for r in results if r[0] != "ok"]
-        assert not bad, bad[:5]
+        moved = {k: v for k, v in stack.counters.items() if v and ("Listen" in k or "ookie" in k or "Rst" in k
+                                                                 or "ReqQ" in k or "Backlog" in k or "Reset" in k)}
+        link = getattr(stack.link, "inner", stack.link)
+        drops = link.read_kernel_stats()["drops"] + link.stats.kernel_drops if hasattr(link, "read_kernel_stats") else "?"
+        assert not bad, f"{len(bad)} clients failed; counters {moved}; AF_PACKET kernel drops {drops}"
         total = sum(r[1] for r in results)
         c = stack.counters
         print(f"\n[{mode}] {n} clients, {total} bytes each way, clients' elapsed {report['elapsed']:.2f}s "
@@ -121,7 +125,12 @@ async def test_500_concurrent_kernel_clients_echo(lab, mode) -> None:
               f"{c['PassiveOpens']} SyncookiesSent={c['SyncookiesSent']} SyncookiesRecv={c['SyncookiesRecv']} "
               f"ListenOverflows={c['ListenOverflows']} ListenDrops={c['ListenDrops']} "
               f"TCPBacklogDrop={c['TCPBacklogDrop']} RetransSegs={c['RetransSegs']}")
-        assert c["PassiveOpens"] == n
+        # Every client completed byte-exact (above).  PassiveOpens can exceed n: with SYN cookies
+        # (the 128-entry SYN queue overflows) a late retransmission of a client's first data
+        # segment (seq = ISN+1) that arrives after our child already closed validates as a cookie
+        # again and makes a short-lived child, as Linux's cookie_v4_check does.
+        assert c["PassiveOpens"] >= n
+        assert c["PassiveOpens"] - n <= c["SyncookiesRecv"]
         server.close()
         await asyncio.wait_for(server.wait_closed(), 30)
 

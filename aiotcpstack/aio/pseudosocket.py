@@ -1,0 +1,136 @@
+"""Pseudo-sockets: what ``Server.sockets`` holds on the drop-in loop (there is no kernel socket).
+
+Enough of ``asyncio.trsock.TransportSocket`` for code that reads the bound address or sets the
+usual TCP options on a server socket:
+
+* ``family``, ``type`` (``SOCK_STREAM``), ``proto`` (``IPPROTO_TCP``), ``getsockname()``,
+  ``getpeername()`` (``ENOTCONN`` for a listener);
+* ``fileno()`` is ``-1`` (no descriptor; also once closed, like a closed socket);
+* ``setsockopt`` / ``getsockopt`` of ``TCP_NODELAY``, ``SO_KEEPALIVE``, ``TCP_KEEPIDLE`` /
+  ``TCP_KEEPINTVL`` / ``TCP_KEEPCNT``, ``SO_RCVBUF``, ``SO_SNDBUF`` are mapped onto the
+  listener's :class:`~aiotcpstack.tcp.config.TcpConfig` (i.e. the connections it accepts from
+  then on, as options set on a listening socket are inherited by ``accept()``-ed ones);
+  ``SO_REUSEPORT`` / ``SO_REUSEADDR`` read back what ``create_server`` was given (setting them
+  only records the value: the stack's own port table decides conflicts);
+* every other option, and every other socket method, is a clear ``OSError(ENOPROTOOPT)`` /
+  ``AttributeError`` -- never a silent no-op.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from typing import Any, Callable
+
+__all__ = ["PseudoSocket"]
+
+_TCP = socket.IPPROTO_TCP
+_SOL = socket.SOL_SOCKET
+
+#: (level, option) -> (TcpConfig field, kind)
+_CONFIG_OPTS: dict[tuple[int, int], tuple[str, str]] = {
+    (_TCP, socket.TCP_NODELAY): ("nodelay", "bool"),
+    (_SOL, socket.SO_KEEPALIVE): ("keepalive", "bool"),
+    (_SOL, socket.SO_RCVBUF): ("rcvbuf", "int"),
+    (_SOL, socket.SO_SNDBUF): ("sndbuf", "int"),
+}
+for _name, _field in (("TCP_KEEPIDLE", "keepalive_time"), ("TCP_KEEPINTVL", "keepalive_intvl"),
+                      ("TCP_KEEPCNT", "keepalive_probes")):
+    if hasattr(socket, _name):
+        _CONFIG_OPTS[(_TCP, getattr(socket, _name))] = (_field, "int")
+#: (level, option) -> flag name (recorded only)
+_FLAG_OPTS: dict[tuple[int, int], str] = {(_SOL, socket.SO_REUSEADDR): "reuse_address"}
+if hasattr(socket, "SO_REUSEPORT"):
+    _FLAG_OPTS[(_SOL, socket.SO_REUSEPORT)] = "reuse_port"
+
+
+def _opt_name(level: int, opt: int) -> str:
+    prefix = ("TCP_",) if level == _TCP else ("SO_",) if level == _SOL else ()
+    for name in dir(socket):
+        if name.startswith(prefix) and getattr(socket, name) == opt:
+            return name
+    return f"level={level} option={opt}"
+
+
+class PseudoSocket:
+    """A listening endpoint of a :class:`~aiotcpstack.aio.server.Server` (one per listener)."""
+
+    def __init__(self, family: int, addr: tuple, *, get_config: Callable[[], Any] | None = None,
+                 set_config: Callable[[Any], None] | None = None,
+                 flags: dict[str, bool] | None = None) -> None:
+        self.family = family
+        self.type = socket.SOCK_STREAM
+        self.proto = socket.IPPROTO_TCP
+        self._addr = addr
+        self._get_config = get_config
+        self._set_config = set_config
+        self._flags = {"reuse_address": False, "reuse_port": False}
+        if flags:
+            self._flags.update({k: bool(v) for k, v in flags.items() if v is not None})
+        self._closed = False
+
+    # ---------------------------------------------------------------- TransportSocket-like
+    def getsockname(self) -> tuple:
+        return self._addr
+
+    def getpeername(self) -> tuple:
+        raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+
+    def fileno(self) -> int:
+        return -1
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def _close(self) -> None:            # the Server's listener was closed
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "Bad file descriptor (the server is closed)")
+
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
+        self._check_open()
+        key = (level, optname)
+        if isinstance(value, (bytes, bytearray)):
+            value = struct.unpack("i", bytes(value[:4]).ljust(4, b"\0"))[0]
+        if value is None or not isinstance(value, int):
+            raise TypeError(f"setsockopt() value must be an int or bytes, not {type(value).__name__}")
+        if key in _FLAG_OPTS:
+            self._flags[_FLAG_OPTS[key]] = bool(value)
+            return
+        if key not in _CONFIG_OPTS or self._get_config is None or self._set_config is None:
+            raise OSError(errno.ENOPROTOOPT, f"aiotcpstack pseudo-socket: {_opt_name(level, optname)} is not "
+                          "supported (no kernel socket; use the Stack's options)")
+        field, kind = _CONFIG_OPTS[key]
+        if kind == "int" and value <= 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        cfg = self._get_config()
+        self._set_config(cfg.with_options(**{field: bool(value) if kind == "bool" else int(value)}))
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int | bytes:
+        self._check_open()
+        key = (level, optname)
+        if key in _FLAG_OPTS:
+            v = int(self._flags[_FLAG_OPTS[key]])
+        elif key in _CONFIG_OPTS and self._get_config is not None:
+            field, _ = _CONFIG_OPTS[key]
+            v = int(getattr(self._get_config(), field))
+        else:
+            raise OSError(errno.ENOPROTOOPT, f"aiotcpstack pseudo-socket: {_opt_name(level, optname)} is not "
+                          "supported (no kernel socket; use the Stack's options)")
+        if buflen is not None:
+            return struct.pack("i", v)[:buflen]
+        return v
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("accept", "bind", "connect", "connect_ex", "listen", "recv", "recv_into", "recvfrom",
+                    "send", "sendall", "sendto", "sendmsg", "recvmsg", "dup", "detach", "makefile",
+                    "shutdown", "close", "setblocking", "settimeout", "sendfile"):
+            raise AttributeError(f"aiotcpstack pseudo-socket has no {name}(): there is no kernel socket "
+                                 "(the endpoint lives in the user-space stack)")
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<aiotcpstack.PseudoSocket{state} family={self.family!r} laddr={self._addr!r}>"
