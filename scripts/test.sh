@@ -32,7 +32,7 @@ status=0
 if [ "${AIOTCPSTACK_ALL_PYTHONS:-1}" = "1" ] && [ $# -eq 0 ]; then
     for venv in "${extra[@]}"; do
         echo "== unit and sim tiers on $("$venv/bin/python" -V)"
-        "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit tests/sim || status=$?
+        "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" tests/unit tests/sim || status=$?
     done
 fi
 exit $status
