@@ -128,6 +128,15 @@ class StackLoopMixin:
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         if not self.is_closed():
+            stack = self._ats_stack
+            if stack is not None and self._ats_owns_stack and stack._started and not stack._closed \
+                    and stack._orphans():
+                # connections the application closed still have unacknowledged data: give them
+                # the time the kernel would (bounded), while the loop can still run
+                try:
+                    self.run_until_complete(stack.linger_orphans())
+                except Exception:  # noqa: BLE001 - closing must go on
+                    pass
             try:
                 self._ats_close_stack()
             finally:

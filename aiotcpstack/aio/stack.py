@@ -214,9 +214,26 @@ class Stack:
                 routes.append(rt)
         return addresses, routes
 
+    #: how long closing the stack waits for orphaned connections (closed by the application,
+    #: data not yet acknowledged) to deliver their data, as the kernel keeps sending on an orphaned
+    #: socket after close(); what is still unacknowledged then is reset.
+    ORPHAN_LINGER = 5.0
+
+    def _orphans(self) -> list[TcpTransport]:
+        return [t for t in self._transports if t.is_orphan]
+
+    async def linger_orphans(self, timeout: float | None = None) -> None:
+        """Run until every orphaned connection's data is acknowledged (or ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.ORPHAN_LINGER if timeout is None else timeout)
+        while self._orphans() and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
     async def close(self) -> None:
         if self._closed:
             return
+        if self._started:
+            await self.linger_orphans()
         self._closed = True
         for server in list(self._servers):
             server.close()

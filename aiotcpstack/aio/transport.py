@@ -246,8 +246,8 @@ class TcpTransport(asyncio.Transport):
             if self._conn is not None and not self._conn_done:
                 self._conn.close(self._now())
                 self._stack_kick()
-        if self._closing and not self._lost and self._queued() == 0:
-            self._call_lost(None)
+        if self._closing and not self._lost and not self._close_pending:
+            self._call_lost(None)          # the deferred close() has handed everything to TCP
 
     def tcp_closed(self, exc: BaseException | None) -> None:
         self._conn_done = True
@@ -382,8 +382,19 @@ class TcpTransport(asyncio.Transport):
             else:
                 conn.close(self._now())
                 self._stack_kick()
-        if not self._lost and (self._conn_done or self._queued() == 0):
+        # As _SelectorTransport.close(): connection_lost(None) as soon as our own buffer is
+        # empty, i.e. everything was handed to TCP (our "kernel socket").  The FIN handshake and
+        # retransmissions go on without the application, like an orphaned kernel socket (the
+        # stack lingers for such orphans before it shuts down: Stack.linger_orphans); the
+        # protocol is dropped then, so nothing (an SSL context) is kept alive by the transport.
+        if not self._lost and (self._conn_done or not self._close_pending):
             self._call_lost(None)
+
+    @property
+    def is_orphan(self) -> bool:
+        """Closed by the application, its TCP connection still sending (data not yet acked)."""
+        return self._user_closed and not self._conn_done and self._conn is not None \
+            and not self._close_pending and self._queued() > 0
 
     def set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
