@@ -12,7 +12,6 @@ import asyncio
 import gc
 import json
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import tracemalloc
 import pytest
 
 from aiotcpstack import Stack
-from aiotcpstack.host.netns import socket_in_netns
+from live_peers import echo_cb, kernel_echo_client
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,31 +60,6 @@ for t in threads:
     t.join()
 print(json.dumps({"elapsed": time.monotonic() - t0, "results": results}))
 """
-
-
-async def echo_cb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-    except ConnectionError:
-        writer.transport.abort()
-
-
-def kernel_echo_client(lab, host: str, port: int, data: bytes, timeout: float = 60.0) -> bytes:
-    s = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect((host, port))
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        got = bytearray()
-        while b := s.recv(65536):
-            got += b
-        return bytes(got)
-    finally:
-        s.close()
 
 
 def stack_for(lab, mode: str, **options) -> tuple[Stack, str]:

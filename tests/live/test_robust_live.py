@@ -26,6 +26,7 @@ import pytest
 
 from aiotcpstack import Stack
 from aiotcpstack.host.netns import socket_in_netns
+from live_peers import echo_cb, kernel_echo_client
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -300,31 +301,6 @@ async def test_sigkill_then_next_stack_sweeps_table_and_port_is_free(lab) -> Non
     assert kernel_can_bind(lab, lab.ns_a, lab.addr_a, port)
 
 
-async def echo_cb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-    except ConnectionError:
-        writer.transport.abort()
-
-
-def kernel_echo_client(lab, host: str, port: int, data: bytes, timeout: float = 30.0) -> bytes:
-    s = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect((host, port))
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        got = bytearray()
-        while b := s.recv(65536):
-            got += b
-        return bytes(got)
-    finally:
-        s.close()
-
-
 class Boom(Exception):
     pass
 
@@ -373,7 +349,7 @@ async def test_raising_data_received_force_closes_only_that_connection(lab) -> N
                                               for s in stack.connections()), 5), stack.connections()
             # the stack keeps serving: another connection, and the same listener again
             data = random.Random(1).randbytes(200_000)
-            got = await loop.run_in_executor(None, kernel_echo_client, lab, lab.addr_a, good_port, data)
+            got = await loop.run_in_executor(None, kernel_echo_client, lab, lab.addr_a, good_port, data, 30.0)
             assert got == data
             assert await loop.run_in_executor(None, bad_client) == "reset"
             assert stack.counters["StackErrors"] == 0 if "StackErrors" in stack.counters else True
@@ -457,7 +433,7 @@ async def test_two_shared_stacks_on_one_interface(lab) -> None:
             jobs = [(p1, rng.randbytes(rng.randrange(1000, 100_000))) for _ in range(3)] + \
                    [(p2, rng.randbytes(rng.randrange(1000, 100_000))) for _ in range(5)]
             got = await asyncio.wait_for(asyncio.gather(*[
-                loop.run_in_executor(None, kernel_echo_client, lab, lab.addr_a, p, d) for p, d in jobs]), 60)
+                loop.run_in_executor(None, kernel_echo_client, lab, lab.addr_a, p, d, 30.0) for p, d in jobs]), 60)
             assert got == [d for _, d in jobs]
             assert s1.counters["PassiveOpens"] == 3 and s2.counters["PassiveOpens"] == 5
             for st in (s1, s2):
@@ -638,7 +614,7 @@ async def test_link_flap_during_idle_connection(lab) -> None:
             assert got == data
             # and a new connection works too
             data2 = random.Random(10).randbytes(100_000)
-            assert await loop.run_in_executor(None, kernel_echo_client, lab, lab.addr_a, port, data2) == data2
+            assert await loop.run_in_executor(None, kernel_echo_client, lab, lab.addr_a, port, data2, 30.0) == data2
             print(f"\nlink flap: LinkInDrops={stack.counters['LinkInDrops']} "
                   f"RetransSegs={stack.counters['RetransSegs']} StackErrors={stack.counters['StackErrors']}")
         finally:

@@ -1,0 +1,35 @@
+"""Peers shared by the live tests: an asyncio echo handler for our servers and a blocking kernel
+echo client that runs in the lab's peer namespace (ns_b)."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiotcpstack.host.netns import socket_in_netns
+
+
+async def echo_cb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Echo until EOF, then close; a reset peer aborts the connection."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+    except ConnectionError:
+        writer.transport.abort()
+
+
+def kernel_echo_client(lab, host: str, port: int, data: bytes, timeout: float = 60.0) -> bytes:
+    """A kernel TCP client in ``lab.ns_b``: send ``data``, half-close, return everything echoed."""
+    s = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        got = bytearray()
+        while b := s.recv(65536):
+            got += b
+        return bytes(got)
+    finally:
+        s.close()
