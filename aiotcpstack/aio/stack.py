@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 from typing import Any, Callable
 
 from ..mib import Counters
@@ -96,7 +97,11 @@ class Stack:
         self.wheel: Any = None
         self._guard: Any = None
         self._ports: Any = None
-        self._reservations: dict[int, Any] = {}
+        self._reservations: dict[int, Any] = {}     # shared mode: ports in use (reserved, guarded)
+        self._pool: dict[int, None] = {}            # reserved and guarded ahead of use (ephemeral)
+        self._pool_addr = ""                        # where the pooled ports are bound
+        self._unreserve: dict[int, None] = {}       # released, kernel-side release queued
+        self._no_v6_sockets = False
         self._ifindex = 0
         self._has_v6 = False
         self._timer_handle: asyncio.TimerHandle | None = None
@@ -107,6 +112,9 @@ class Stack:
         self._closed = False
         self._pcap_writer: Any = None
         self._control: Any = None      # tools.control.ControlServer when control=True|path
+        self._addr_monitor: Any = None  # host.addr_monitor.AddressMonitor (shared mode)
+        self._filter: tuple[Any, set, set | None] | None = None   # (our AfPacketLink, v4, v6) of its BPF filter
+        self._filter_dirty = False
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> "Stack":
@@ -144,7 +152,12 @@ class Stack:
         if self.dedicated:
             addresses = self._dedicated_addrs
         else:
+            # (robustness issue) follow the kernel's addresses: the monitor opens before the
+            # discovery, so no change after the snapshot is missed (host/addr_monitor.py)
+            self._open_addr_monitor()
             addresses, routes = self._discover()
+            if self._addr_monitor is not None:
+                self._addr_monitor.ifindex = self._ifindex
         v4 = [a for a, _ in addresses if len(a) == 4]
         v6 = [a for a, _ in addresses if len(a) == 16]
         self._has_v6 = bool(v6)
@@ -154,6 +167,7 @@ class Stack:
             from ..link.afpacket import AfPacketLink
             link = AfPacketLink(self.interface, netns=self.netns, vnet=opts.get("vnet", True),
                                 local_ipv4=v4, local_ipv6=v6 if v6 else None)
+            self._filter = (link, set(v4), set(v6) if v6 else None)
         self.link = link
         if opts.get("pcap"):
             from ..link.pcap import PcapLink, PcapWriter
@@ -188,6 +202,9 @@ class Stack:
             reserve_port=None if self.dedicated else self._reserve_port,
             release_port=None if self.dedicated else self._release_port,
             secret=opts.get("secret") or os.urandom(32))
+        if not self.dedicated:
+            self.core.pick_port = self._pick_port
+            self.core.port_held = self._port_held
         if link.vnet and getattr(type(link), "send_tcp", None) is not None:
             self.core.transmit_tcp = link.send_tcp      # scatter-gather TCP frames (no joins)
         self.core.loopback_hook = self._schedule_loopback
@@ -195,6 +212,8 @@ class Stack:
         self.core.loopback_link = self._loopback_link
         link.open_reader(self._on_frames)
         link.attach(loop)
+        if self._addr_monitor is not None:
+            self._addr_monitor.attach(loop)
 
     def _discover(self) -> tuple[list[tuple[bytes, int]], list[tuple[bytes, int, bytes | None]]]:
         from ..host import iface
@@ -213,6 +232,116 @@ class Stack:
             if rt is not None:
                 routes.append(rt)
         return addresses, routes
+
+    # ------------------------------------------------------------------ addresses come and go
+    def _open_addr_monitor(self) -> None:
+        from ..host.addr_monitor import AddressMonitor
+        from ..host.errors import NoSuchNamespaceError, PermissionsError
+        try:
+            self._addr_monitor = AddressMonitor(self.netns, self._on_addr_event, self._on_addr_resync)
+        except (NoSuchNamespaceError, PermissionsError):
+            raise
+        except OSError as exc:
+            log.warning("cannot follow the kernel's address changes on %s (%s); a removed address "
+                        "will not abort its connections", self.interface, exc)
+
+    def _on_addr_event(self, ev: Any) -> None:
+        if self._closed or self.core is None:
+            return
+        if ev.added:
+            self._add_address(ev.address, ev.prefixlen)
+        else:
+            self._remove_address(ev.address)
+
+    def _on_addr_resync(self, snapshot: list[tuple[bytes, int]]) -> None:
+        """After lost notifications: make the core's addresses the kernel's ``snapshot``."""
+        if self._closed or self.core is None:
+            return
+        now = {a for a, _ in snapshot}
+        for a, _ in list(self.core.routing.addresses):
+            if a not in now:
+                self._remove_address(a)
+        for a, plen in snapshot:
+            self._add_address(a, plen)
+
+    def add_address(self, address: str) -> bool:
+        """Make ``address`` (``"198.18.0.3/24"``; no prefix: /32 or /128) one of the stack's.
+        Shared mode calls this itself when the kernel's interface gains an address; in dedicated
+        mode it adds an address the stack answers ARP/NDP for.  False if it already was ours."""
+        self._check_running()
+        return self._add_address(*_addr_pair(address))
+
+    def _add_address(self, addr: bytes, plen: int) -> bool:
+        if not self.core.add_address(addr, plen):
+            return False
+        if len(addr) == 16:
+            self._has_v6 = True          # shared mode: later port reservations cover v6 too
+        self._widen_filter(addr)
+        log.info("address %s/%d added to %s", _ip_str(addr), plen, self.interface)
+        self._kick()
+        return True
+
+    def remove_address(self, address: str) -> int:
+        """``address`` is no longer the stack's: no ARP/NDP answers or new connections for it, and
+        every connection using it ends at once with ``connection_lost(OSError(EADDRNOTAVAIL, ...))``
+        (``TCPAbortOnAddrRemoved``; no RST is sent from an address that is not ours any more).
+        Shared mode calls this itself when the address is removed from the kernel's interface
+        (Linux would keep such connections until they time out; see ``NetworkCore.remove_address``).
+        Returns how many connections were aborted."""
+        self._check_running()
+        return self._remove_address(_addr_pair(address)[0])
+
+    def _remove_address(self, addr: bytes) -> int:
+        if not self.core.routing.is_local(addr):
+            return 0
+        n = self.core.remove_address(addr, self._loop.time(),
+                                     f"local address {_ip_str(addr)} was removed from interface {self.interface!r}")
+        left = [_ip_str(a) for a, _ in self.core.routing.addresses]
+        log.warning("address %s removed from %s: %d connection(s) aborted; addresses left: %s",
+                    _ip_str(addr), self.interface, n, ", ".join(left) or "none (connect() fails with "
+                    "EADDRNOTAVAIL until one is added)")
+        self._kick()
+        return n
+
+    def _widen_filter(self, addr: bytes) -> None:
+        """The receive filter of a link the stack made lists its destination addresses: a new one
+        is added (the old ones stay; the core drops what is no longer ours).  Coalesced: one new
+        filter per turn of the loop, however many addresses came (a resync adds many at once)."""
+        if self._filter is None:
+            return
+        link, v4, v6 = self._filter
+        fam = v6 if len(addr) == 16 else v4
+        if fam is None or addr in fam:
+            return                      # that family is not filtered by address / already there
+        fam.add(addr)
+        if not self._filter_dirty:
+            self._filter_dirty = True
+            self._loop.call_soon(self._apply_filter)
+
+    def _apply_filter(self) -> None:
+        self._filter_dirty = False
+        if self._closed or self._filter is None:
+            return
+        link, v4, v6 = self._filter
+        from ..link import bpf
+        mac = None if link.is_loopback else link.mac
+        # a second descriptor of the same socket: the filter belongs to the socket (and is
+        # replaced atomically)
+        dup = socket.socket(fileno=os.dup(link.fileno()))
+        try:
+            try:
+                prog = bpf.build_filter(mac=mac, ipv4=sorted(v4), ipv6=None if v6 is None else sorted(v6),
+                                        accept_arp=not link.is_loopback)
+                bpf.attach_filter(dup, prog)
+            except (OSError, ValueError):
+                # too many addresses for one classic BPF program (4096 instructions): filter by
+                # MAC only; the core drops what is not for one of our addresses
+                prog = bpf.build_filter(mac=mac, accept_arp=not link.is_loopback)
+                bpf.attach_filter(dup, prog)
+                self._filter = None
+        finally:
+            dup.close()                 # only the duplicate descriptor
+        link.bpf_program = prog
 
     #: how long closing the stack waits for orphaned connections (closed by the application,
     #: data not yet acknowledged) to deliver their data, as the kernel keeps sending on an orphaned
@@ -244,6 +373,9 @@ class Stack:
         self._teardown()
 
     def _teardown(self) -> None:
+        if self._addr_monitor is not None:
+            self._addr_monitor.close()
+            self._addr_monitor = None
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -258,8 +390,11 @@ class Stack:
             self.link.close()
         if self._pcap_writer is not None:
             self._pcap_writer.close()
-        for port in list(self._reservations):
-            self._release_port(port)
+        # every port at once: the guard's table goes first (one transaction for all its
+        # elements), then the reservation sockets (in use, pooled or with a release pending)
+        self._reservations.clear()
+        self._pool.clear()
+        self._unreserve.clear()
         if self._guard is not None:
             self._guard.close()
             self._guard = None
@@ -322,47 +457,154 @@ class Stack:
             self._arm_timer(nxt)
 
     # ------------------------------------------------------------------ host integration (shared)
+    #: shared mode: ephemeral ports are reserved in the kernel and added to the RST guard ahead of
+    #: use, this many at a time (one namespace check and ONE nft transaction per batch instead of a
+    #: netlink round trip per connection); at most this many are held unused
+    PORT_BATCH = 32
+
+    def _resv_addr(self) -> str:
+        """Where reservation sockets bind: one dual-stack socket on ``::`` (IPV6_V6ONLY=0) holds a
+        port for both families -- Linux refuses any v4 or v6 bind/listen on it and its ephemeral
+        allocation (connect(), bind(0)) skips it: one descriptor per port; v4-only stacks (or
+        kernels without IPv6) bind ``0.0.0.0``."""
+        return "::" if self._has_v6 and not self._no_v6_sockets else "0.0.0.0"
+
+    def _pick_port(self) -> int | None:
+        """``core.pick_port``: a pre-reserved ephemeral port (bound in the kernel, guarded), or
+        None.  The core claims it through ``_reserve_port``."""
+        pool = self._pool
+        if pool and self._pool_addr != self._resv_addr():
+            self._drain_pool()            # an IPv6 address came: v4-only reservations do not hold v6
+        if not pool:
+            self._refill_pool()
+        for port in pool:
+            return port
+        return None
+
+    def _refill_pool(self) -> None:
+        lo, hi = self.config.ephemeral_ports
+        span = hi - lo + 1
+        if span <= 0:
+            return
+        users = self.core.demux.port_users
+        held = self._reservations
+        pending = self._unreserve
+        want = self.PORT_BATCH
+        cands: dict[int, None] = {}
+        # RFC 6056 algorithm 1 (simple port randomisation): pooled ports do not depend on the
+        # destination, so each is drawn at random from the ephemeral range
+        for (r,) in struct.iter_unpack("=I", os.urandom(8 * want)):
+            port = lo + r % span
+            if port in users or port in held or port in pending or port in cands:
+                continue
+            cands[port] = None
+            if len(cands) == want:
+                break
+        addr = self._resv_addr()
+        try:
+            got = self._ports.reserve_many(addr, list(cands), v6only=False)
+        except OSError as exc:
+            if exc.errno != errno.EAFNOSUPPORT or addr != "::":
+                raise
+            self._no_v6_sockets = True        # no IPv6 sockets on this kernel
+            addr = "0.0.0.0"
+            got = self._ports.reserve_many(addr, list(cands))
+        if not got:
+            return
+        try:
+            self._guard.add_ports(got)
+        except BaseException:
+            self._ports.release_many(got)
+            raise
+        self._pool_addr = addr
+        pool = self._pool
+        for port in got:
+            pool[port] = None
+
+    def _drain_pool(self) -> None:
+        ports = list(self._pool)
+        self._pool.clear()
+        self._unreserve_now(ports)
+
+    def _port_held(self, port: int) -> bool:
+        """``core.port_held``: reserved and guarded by us but used by nothing (pooled, or its
+        release is queued): a segment to it gets our RST, as the kernel would answer for it."""
+        return port in self._pool or port in self._unreserve
+
     def _reserve_port(self, port: int) -> bool:
         """Shared mode: a local port starts being used by us: bind a kernel socket to it (so the
-        kernel and other programs leave it alone) and add it to the RST guard."""
+        kernel and other programs leave it alone) and add it to the RST guard -- or take it from
+        the pre-reserved pool / the queue of ports whose release is pending (nothing to do)."""
+        if port in self._pool:
+            del self._pool[port]
+            self._reservations[port] = True
+            return True
+        if port in self._unreserve:
+            if self._ports.holds(port, self._resv_addr()):
+                del self._unreserve[port]
+                self._reservations[port] = True
+                return True
+            self._flush_unreserve()
         try:
-            if self._has_v6:
-                # one dual-stack socket on :: (IPV6_V6ONLY=0) holds the port for both families:
-                # Linux refuses any v4 or v6 bind/listen on it and its ephemeral allocation
-                # (connect(), bind(0)) skips it -- one descriptor per port instead of two
-                try:
-                    self._ports.reserve("::", port, v6only=False)
-                except OSError as exc:
-                    if exc.errno != errno.EAFNOSUPPORT:
-                        raise
-                    self._ports.reserve("0.0.0.0", port)
-            else:
+            addr = self._resv_addr()
+            try:
+                self._ports.reserve(addr, port, v6only=False)
+            except OSError as exc:
+                if exc.errno != errno.EAFNOSUPPORT or addr != "::":
+                    raise
+                self._no_v6_sockets = True
                 self._ports.reserve("0.0.0.0", port)
         except OSError as exc:
-            self._ports.release(port)
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
+                return False              # (a failed reserve holds nothing)
             raise
         self._reservations[port] = True
         try:
             self._guard.add_port(port)
         except BaseException:
-            self._release_port(port)
+            self._reservations.pop(port, None)
+            self._unreserve_now([port])
             raise
         return True
 
     def _release_port(self, port: int) -> None:
-        self._reservations.pop(port, None)
+        """The port is no longer used: its guard element and kernel socket go -- batched: the
+        ports released during one turn of the loop leave in one nft transaction (the port stays
+        reserved and guarded until then, and a new use of it in between just keeps it)."""
+        if self._reservations.pop(port, None) is None:
+            return
+        if self._closed:
+            self._unreserve[port] = None      # the teardown removes the table and every socket at once
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._unreserve_now([port])
+            return
+        if not self._unreserve:
+            loop.call_soon(self._flush_unreserve)
+        self._unreserve[port] = None
+
+    def _flush_unreserve(self) -> None:
+        if self._unreserve:
+            ports = list(self._unreserve)
+            self._unreserve.clear()
+            self._unreserve_now(ports)
+
+    def _unreserve_now(self, ports: list[int]) -> None:
+        """Guard elements first, then the kernel sockets (never a kernel-free port we still
+        guard, where a kernel program's segments would be dropped)."""
+        if not ports:
+            return
         if self._guard is not None:
             try:
-                self._guard.remove_port(port)
+                self._guard.remove_ports(ports)
             except Exception:  # noqa: BLE001
-                log.exception("RstGuard.remove_port(%d)", port)
+                log.exception("RstGuard.remove_ports(%s)", ports)
         if self._ports is not None:
             try:
-                self._ports.release(port)
+                self._ports.release_many(ports)
             except Exception:  # noqa: BLE001
-                log.exception("PortReservation.release(%d)", port)
+                log.exception("PortReservation.release_many(%s)", ports)
 
     def _neighbour_lookup(self, ip: bytes, done: Callable[[bytes | None], None]) -> None:
         """Shared mode: ask the kernel's neighbour table (it resolves; we poll a few times)."""
@@ -560,7 +802,8 @@ class Stack:
             raise
         except OSError as exc:
             self._transports.discard(transport)
-            if exc.errno is not None and exc.errno != errno.EADDRINUSE:
+            if exc.errno is not None and exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                # (EADDRNOTAVAIL: our address was removed meanwhile; that message says so)
                 # as the selector loop's sock_connect: OSError(SO_ERROR, 'Connect call failed <addr>')
                 # (OSError() picks the errno's subclass: ConnectionRefusedError, TimeoutError, ...)
                 raise OSError(exc.errno, f"Connect call failed {sockaddr(rip, rport)}") from None

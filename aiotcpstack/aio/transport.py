@@ -21,6 +21,7 @@ import contextvars
 import errno
 import logging
 import socket
+import types
 import warnings
 from typing import Any
 
@@ -35,6 +36,11 @@ def sockaddr(ip: bytes, port: int) -> tuple:
     if len(ip) == 16:
         return (ip_to_str(ip), port, 0, 0)
     return (ip_to_str(ip), port)
+
+
+#: the transport's ``_extra`` (asyncio.BaseTransport): never used (get_extra_info is ours), so one
+#: shared read-only empty mapping instead of a dict per connection
+_NO_EXTRA = types.MappingProxyType({})
 
 
 def errno_exception(exc: BaseException | None, peer: tuple | None = None) -> BaseException | None:
@@ -64,7 +70,7 @@ class TcpTransport(asyncio.Transport):
 
     def __init__(self, stack: Any, loop: asyncio.AbstractEventLoop, conn: Any = None,
                  server: Any = None, context: contextvars.Context | None = None) -> None:
-        super().__init__(extra=None)
+        super().__init__(extra=_NO_EXTRA)
         # the contextvars context every protocol callback runs in (as a selector transport's
         # reader handle): the caller's for create_connection, the server's creation context
         # (a copy per connection) for accepted ones -- never the packet reader's shared one
@@ -78,7 +84,7 @@ class TcpTransport(asyncio.Transport):
         self._protocol: Any = None
         self._buffered = False
         self._made = False            # connection_made has run
-        self._pending: list[Any] = []  # events held until connection_made: bytes | "eof"
+        self._pending: list[Any] | tuple = ()  # events held until connection_made: bytes | "eof" (list on first use)
         self._closing = False
         self._lost = False            # connection_lost called (or scheduled)
         self._conn_done = False       # tcp_closed seen
@@ -88,18 +94,14 @@ class TcpTransport(asyncio.Transport):
         self._low = 16 * 1024
         self._established_waiter: asyncio.Future | None = None
         self._eof_received = False
-        self._peer: tuple | None = None
-        self._sock: tuple | None = None
+        self._names: tuple | None = None     # (sockname, peername), made on first use
         self._sndbuf = 0
         self._sndbuf_max = 0
 
     # ---------------------------------------------------------------- wiring (aio internal)
     def _attach(self, conn: Any) -> None:
         self._conn = conn
-        lip, lport = conn.local
-        rip, rport = conn.remote
-        self._sock = sockaddr(lip, lport)
-        self._peer = sockaddr(rip, rport)
+        self._names = None
         cfg = getattr(conn, "config", None)
         self._sndbuf = getattr(cfg, "sndbuf", 0) if cfg is not None else 0
         self._sndbuf_max = max(self._sndbuf, getattr(cfg, "sndbuf_max", 0) if cfg is not None else 0)
@@ -120,7 +122,7 @@ class TcpTransport(asyncio.Transport):
         self._made = True
         if self._server is not None:
             self._server._attach(self)
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, ()
         for item in pending:
             if self._lost:
                 break
@@ -130,6 +132,32 @@ class TcpTransport(asyncio.Transport):
                 self._call_lost(item[1])
             else:
                 self._deliver(item)
+
+    def _hold(self, item: Any) -> None:
+        if not self._pending:
+            self._pending = []
+        self._pending.append(item)
+
+    def _addr_names(self) -> tuple:
+        names = self._names
+        if names is None:
+            conn = self._conn
+            if conn is None:
+                return (None, None)
+            lip, lport = conn.local
+            rip, rport = conn.remote
+            names = self._names = (sockaddr(lip, lport), sockaddr(rip, rport))
+        return names
+
+    @property
+    def _sock(self) -> tuple | None:
+        """``getsockname()`` of the connection (computed on first use, then kept)."""
+        return self._addr_names()[0]
+
+    @property
+    def _peer(self) -> tuple | None:
+        """``getpeername()`` of the connection (computed on first use, then kept)."""
+        return self._addr_names()[1]
 
     # ---------------------------------------------------------------- ConnectionHandler
     def tcp_established(self) -> None:
@@ -141,7 +169,7 @@ class TcpTransport(asyncio.Transport):
         if self._lost or self._closing:
             return
         if not self._made:
-            self._pending.append(bytes(data))
+            self._hold(bytes(data))
             return
         if self._in_context:
             self._deliver(data)
@@ -189,7 +217,7 @@ class TcpTransport(asyncio.Transport):
         if self._lost or self._closing:
             return
         if not self._made:
-            self._pending.append("eof")
+            self._hold("eof")
             return
         # a selector transport reads the data with one recv() and sees the EOF (recv() == b"") on
         # the next loop iteration; a batch delivers both at once: keep the stock order of
@@ -251,7 +279,8 @@ class TcpTransport(asyncio.Transport):
 
     def tcp_closed(self, exc: BaseException | None) -> None:
         self._conn_done = True
-        exc = errno_exception(exc, self._peer)
+        if exc is not None:
+            exc = errno_exception(exc, self._peer)
         if self._stack is not None:
             self._stack._transport_done(self)
         w = self._established_waiter
@@ -262,7 +291,7 @@ class TcpTransport(asyncio.Transport):
         if self._lost:
             return
         if not self._made:
-            self._pending.append(("lost", exc))
+            self._hold(("lost", exc))
             return
         self._call_lost(exc)
 

@@ -138,6 +138,38 @@ class NetnsSocketFactory:
         finally:
             os.close(orig)
 
+    def sockets(self, n: int, *args: Any, **kwargs: Any) -> list:
+        """``n`` sockets at once: one namespace check (and at most one switch there and back)."""
+        import socket
+        out: list = []
+
+        def make() -> list:
+            try:
+                for _ in range(n):
+                    out.append(socket.socket(*args, **kwargs))
+            except BaseException:
+                for s in out:
+                    s.close()
+                raise
+            return out
+        if self._fd is None:
+            return make()
+        if self._ns_id is None:
+            st = os.fstat(self._fd)
+            self._ns_id = (st.st_dev, st.st_ino)
+        st = os.stat("/proc/thread-self/ns/net")
+        if (st.st_dev, st.st_ino) == self._ns_id:
+            return make()
+        orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(self._fd, f"network namespace {self.name!r}")
+            try:
+                return make()
+            finally:
+                _setns(orig, "the original network namespace")
+        finally:
+            os.close(orig)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

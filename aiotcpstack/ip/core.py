@@ -43,7 +43,9 @@ from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, ANY4, ANY6, DemuxTable
+from .gro import GroHold
 from ..tcp.listener import Listener
+from ..tcp.state import ESTABLISHED as _ESTABLISHED
 from .neighbour import REACHABLE, NeighbourEntry, NeighbourTable
 from .routing import RoutingTable
 
@@ -60,6 +62,11 @@ ETH_HLEN = 14
 _ICMP_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
 _ETH = struct.Struct("!6s6sH")
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
+_HP_UNPACK = struct.Struct("!HHIIHH").unpack_from      # ports, seq, ack, offset+flags, window
+_HP_TS = struct.Struct("!III").unpack_from               # NOP,NOP,TS(10) word, TSval, TSecr
+_HP_TS_WORD = 0x0101080A
+_from_bytes = int.from_bytes
+_HP_FLAGS = ~PSH & 0xFF                                  # only ACK (and PSH) may be set
 _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
 _MASK32 = 0xFFFFFFFF
 #: largest TCP payload of one output() call so that IP total length stays <= 65535
@@ -174,6 +181,12 @@ class NetworkCore:
         self.neighbour_lookup = neighbour_lookup
         self.reserve_port = reserve_port
         self.release_port = release_port
+        #: shared mode (aio Stack): ``pick_port() -> int | None`` offers an ephemeral port that is
+        #: already reserved in the kernel and guarded (a pre-reserved pool: ``reserve_port`` of it
+        #: costs nothing); ``port_held(port)``: such a port, not in use, is still ours (segments to
+        #: it are answered with RST, as the kernel would for its bound socket)
+        self.pick_port: Callable[[], int | None] | None = None
+        self.port_held: Callable[[int], bool] | None = None
         self.secret = bytes(secret)
         self.strict = strict             # re-raise internal errors (tests) instead of logging them
         self.connection_factory = connection_factory   # default: tcp.connection.TcpConnection
@@ -197,10 +210,13 @@ class NetworkCore:
         #: segments go to the backlog (see the module docstring)
         self._owned: dict[Any, _Owner] = {}
         self._rx_depth = 0               # > 0 while receive() is in its frame loop
+        self._gro: GroHold | None = None  # software GRO: segments held within one batch (ip/gro.py)
+        self.gro = True                  # merge consecutive in-order segments of a flow per batch
         self._ident = 0
         self._port_counter = 0
         self._isn = None
         self._csum_warned = False
+        self._release_cb = self._release     # one bound method shared by every connection
         default_mss = TcpConfig().mss
         cfg_mss = self.config.mss
         self.mss4 = mtu - 40 if cfg_mss == default_mss else min(cfg_mss, mtu - 40)
@@ -235,7 +251,16 @@ class NetworkCore:
         try:
             self._rx_frames(batch, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
         finally:
-            self._rx_depth -= 1
+            try:
+                if self._gro is not None:     # the batch's last merged segments (also after an error)
+                    self._gro_flush(now)
+            except Exception:
+                counters["StackErrors"] += 1
+                if self.strict:
+                    raise
+                log.exception("error in the GRO flush")
+            finally:
+                self._rx_depth -= 1
         # the prequeue's purpose: each touched connection delivers once per batch (a delivery
         # can touch more connections: a re-entrant receive, a Server draining its accept queue)
         while self._touched:
@@ -268,8 +293,10 @@ class NetworkCore:
                         continue     # IPv4 broadcast/multicast: nothing for TCP
                     mv = frame if type(frame) is memoryview else memoryview(frame)
                     if n >= 34 and mv[14] == 0x45:
+                        # (header checksum below: RFC 1071's sum is 0xffff iff the 20 bytes are 0
+                        # mod 0xffff -- never all zero with version 4 -- in one C call)
                         _v, _tos, tot, _id, frag, _ttl, proto, _c, ipsrc, ipdst = ip_unpack(mv, 14)
-                        if tot < 20 or tot + 14 > n or (not trusted and _ones_sum(mv[14:34]) != 0xFFFF):
+                        if tot < 20 or tot + 14 > n or (not trusted and _from_bytes(mv[14:34], "little") % 0xFFFF):
                             counters["IpInHdrErrors"] += 1
                             continue
                         if ipdst not in local_v4:
@@ -283,13 +310,21 @@ class NetworkCore:
                         if proto == IPPROTO_TCP:
                             rx_tcp(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
                         else:
+                            if self._gro is not None:
+                                self._gro_flush(now)
                             self._rx_ipv4(mv[14:], trusted, src, now, True)
                     else:
+                        if self._gro is not None:
+                            self._gro_flush(now)
                         self._rx_ipv4(mv[14:], trusted, src, now)
                 elif ethertype == ETH_P_ARP:
+                    if self._gro is not None:
+                        self._gro_flush(now)
                     self._rx_arp(memoryview(frame)[14:], now)
                 elif ethertype == ETH_P_IPV6:
                     if dst == mac or dst[0] & 1:
+                        if self._gro is not None:
+                            self._gro_flush(now)
                         self._rx_ipv6(memoryview(frame)[14:], trusted, src, now)
             except Exception:
                 counters["StackErrors"] += 1
@@ -513,6 +548,46 @@ class NetworkCore:
                 self._send_l3_direct(src_mac, ETH_P_IPV6,
                                      build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply)) + reply)
 
+    def _gro_flush(self, now: float) -> None:
+        """Hand what software GRO holds to TCP: one header prediction for all of it, or, when
+        that fails (e.g. the total does not fit the window), each part through the full path
+        as if it had never been merged."""
+        g = self._gro
+        if g is None:
+            return
+        self._gro = None
+        conn = g.conn
+        counters = self.counters
+        nparts = len(g.parts)
+        if conn.state is _ESTABLISHED and conn not in self._owned:
+            if nparts == 1:
+                ok = conn.rcv_predicted(g.seq, g.ack, g.window, g.tsval, g.tsecr, g.parts[0], now)
+            else:
+                ok = conn.rcv_predicted(g.seq, g.ack, g.window, g.tsval, g.tsecr, g.parts, now, g.nbytes)
+            if ok:
+                counters["InSegs"] += nparts
+                if nparts > 1:
+                    counters["TCPHPHits"] += nparts - 1
+                    counters["TcpGroMerged"] += nparts - 1
+                self._touched[conn] = None
+                return
+        opts = _tcp.TcpOptions(None, None, False, (), (g.tsval, g.tsecr)) if g.tsval >= 0 else _tcp.NO_OPTIONS
+        segs = g.segments()
+        for i, (seq, part) in enumerate(segs):
+            if i == 1 and nparts > 2 and conn.state is _ESTABLISHED and conn not in self._owned:
+                # typically the first part carried a change (e.g. the window) that the slow path
+                # took in: the rest may predict as one again
+                rest = g.parts[1:]
+                if conn.rcv_predicted(seq, g.ack, g.window, g.tsval, g.tsecr, rest, now,
+                                      g.nbytes - len(g.parts[0])):
+                    counters["InSegs"] += nparts - 1
+                    counters["TCPHPHits"] += nparts - 2
+                    counters["TcpGroMerged"] += nparts - 2
+                    self._touched[conn] = None
+                    return
+            self._rx_tcp_conn(conn, g.dst, g.src, TcpHeader(g.sport, g.dport, seq, g.ack, g.flags, g.window, opts),
+                              part, now)
+
     def _rx_tcp(self, src: bytes, dst: bytes, seg: memoryview, trusted: bool, now: float) -> None:
         counters = self.counters
         if not trusted and not self.verify_tcp_checksum(seg, src, dst):
@@ -525,6 +600,45 @@ class NetworkCore:
                             "(e.g. a veth) uses checksum offload its frames carry partial checksums; "
                             "use vnet=True or turn tx checksum offload off on the peer")
             return
+        # Header prediction straight from the raw fields (Linux tcp_v4_rcv -> tcp_rcv_established
+        # without building a TcpHeader), after software GRO (ip/gro.py): an ESTABLISHED
+        # connection that is not owned, ACK(+PSH) only, no options or exactly NOP,NOP,TS.
+        # Anything else flushes what GRO holds and takes the full parse below.
+        if len(seg) >= 20:
+            sport, dport, seq, ack, offflags, window = _HP_UNPACK(seg)
+            flags = offflags & 0xFF
+            doff = offflags >> 12
+            if doff == 8 and len(seg) >= 32:
+                word, tsval, tsecr = _HP_TS(seg, 20)
+                hp_opts = word == _HP_TS_WORD
+            else:
+                tsval = -1
+                tsecr = 0
+                hp_opts = doff == 5
+            g = self._gro
+            if g is not None:
+                if (hp_opts and seq == g.next_seq and sport == g.sport and dport == g.dport and ack == g.ack
+                        and window == g.window and flags == g.flags and tsval == g.tsval and tsecr == g.tsecr
+                        and src == g.src and dst == g.dst and len(seg) > doff << 2):
+                    p = seg[doff << 2:]
+                    g.parts.append(p)
+                    n = len(p)
+                    g.nbytes += n
+                    g.next_seq = (seq + n) & 0xFFFFFFFF
+                    return
+                self._gro_flush(now)
+            if hp_opts and (flags & _HP_FLAGS) == ACK:
+                conn = self.demux.conns.get((dst, dport, src, sport))
+                if conn is not None and conn.state is _ESTABLISHED and conn not in self._owned:
+                    payload = seg[doff << 2:]
+                    if payload and self.gro:
+                        self._gro = GroHold(conn, src, dst, sport, dport, seq, ack, window, flags, tsval, tsecr,
+                                            payload)
+                        return
+                    if conn.rcv_predicted(seq, ack, window, tsval, tsecr, payload, now):
+                        counters["InSegs"] += 1
+                        self._touched[conn] = None
+                        return
         try:
             hdr, payload = self.parse_tcp(seg)
         except ParseError:
@@ -533,26 +647,7 @@ class NetworkCore:
         lport = hdr.dst_port
         conn = self.demux.conns.get((dst, lport, src, hdr.src_port))
         if conn is not None:
-            counters["InSegs"] += 1
-            if hdr.flags & SYN and hdr.options.mss:
-                route = self.routes.get(conn)
-                if route is not None:
-                    route.peer_mss = hdr.options.mss
-            owner = self._owned.get(conn)
-            if owner is not None:
-                # sock_owned_by_user: a protocol callback of this connection is in progress
-                self._backlog_add(owner, conn, hdr, payload)
-                return
-            conn.on_segment(hdr, payload, now)
-            if conn.state == "CLOSED" and hdr.flags & SYN and not hdr.flags & (ACK | RST):
-                # a SYN that reopens a TIME_WAIT connection (Linux TCP_TW_SYN): the connection has
-                # released itself; the SYN goes to the listener
-                self._touched.pop(conn, None)
-                listener = self.demux.listener_for(dst, lport)
-                if listener is not None:
-                    listener.on_segment(dst, src, hdr, payload, now)
-                return
-            self._touched[conn] = None
+            self._rx_tcp_conn(conn, dst, src, hdr, payload, now)
             return
         listener = self.demux.listener_for(dst, lport)
         if listener is not None:
@@ -568,10 +663,34 @@ class NetworkCore:
                 # data/FIN that came with it is delivered and ACKed with the batch
                 self._touched[child] = None
             return
-        if not self.dedicated and not self.demux.port_in_use(lport):
+        if not self.dedicated and not self.demux.port_in_use(lport) and not (
+                self.port_held is not None and self.port_held(lport)):
             return               # shared mode: the kernel's port, not ours
         counters["InSegs"] += 1
         self.send_reset(dst, src, hdr, len(payload))
+
+    def _rx_tcp_conn(self, conn: Any, dst: bytes, src: bytes, hdr: TcpHeader, payload: Any, now: float) -> None:
+        """A parsed segment for an existing connection (``tcp_v4_rcv`` after the socket lookup)."""
+        self.counters["InSegs"] += 1
+        if hdr.flags & SYN and hdr.options.mss:
+            route = self.routes.get(conn)
+            if route is not None:
+                route.peer_mss = hdr.options.mss
+        owner = self._owned.get(conn)
+        if owner is not None:
+            # sock_owned_by_user: a protocol callback of this connection is in progress
+            self._backlog_add(owner, conn, hdr, payload)
+            return
+        conn.on_segment(hdr, payload, now)
+        if conn.state == "CLOSED" and hdr.flags & SYN and not hdr.flags & (ACK | RST):
+            # a SYN that reopens a TIME_WAIT connection (Linux TCP_TW_SYN): the connection has
+            # released itself; the SYN goes to the listener
+            self._touched.pop(conn, None)
+            listener = self.demux.listener_for(dst, hdr.dst_port)
+            if listener is not None:
+                listener.on_segment(dst, src, hdr, payload, now)
+            return
+        self._touched[conn] = None
 
     # ------------------------------------------------------------------------------------------
     # resets for segments that match nothing (RFC 9293 3.10.7.1)
@@ -922,7 +1041,7 @@ class NetworkCore:
         try:
             conn = TcpConnection(config=self.config_for(rip, config), wheel=self.wheel, counters=self.counters,
                                  local=(lip, lport), remote=(rip, rport), iss=iss, output=route.output,
-                                 handler=handler, release=self._release,
+                                 handler=handler, release=self._release_cb,
                                  ts_offset=self._ts_offset(lip, lport, rip, rport), now=now)
         except BaseException:
             self._unuse_port(lport)
@@ -967,7 +1086,17 @@ class NetworkCore:
     def allocate_port(self, lip: bytes, rip: bytes, rport: int) -> int:
         """An ephemeral port for ``(lip, ?, rip, rport)`` (RFC 6056 algorithm 3 flavour: a keyed
         hash of the destination plus a counter, then a linear probe).  Returns with one port
-        reference held (the caller drops it once the connection holds its own)."""
+        reference held (the caller drops it once the connection holds its own).
+
+        With ``pick_port`` (shared mode) a pre-reserved port is taken first, when it is free for
+        this 4-tuple (pooled ports are used by nothing of ours)."""
+        users = self.demux.port_users
+        pick = self.pick_port
+        if pick is not None:
+            port = pick()
+            # (a port no connection or listener of ours uses: not in port_users)
+            if port is not None and port not in users and self._use_port(port, probe=True):
+                return port
         lo, hi = self.config.ephemeral_ports
         span = hi - lo + 1
         h = hashlib.blake2b(lip + rip + struct.pack("!H", rport), digest_size=4, key=self.secret[:64],
@@ -1121,7 +1250,7 @@ class NetworkCore:
         try:
             conn = TcpConnection.from_request(config=config, wheel=self.wheel, counters=self.counters,
                                               local=(lip, lport), remote=(rip, rport), iss=iss, syn=syn,
-                                              output=route.output, handler=None, release=self._release,
+                                              output=route.output, handler=None, release=self._release_cb,
                                               ts_offset=ts_offset, now=now, syn_time=syn_time,
                                               synack_retransmitted=synack_retransmitted)
         except BaseException:
@@ -1137,6 +1266,71 @@ class NetworkCore:
         if self.demux.listeners.get(key) is listener:
             del self.demux.listeners[key]
             self._unuse_port(listener.port)
+
+    # -- (robustness issue) addresses come and go (host/addr_monitor.py, Stack.remove_address) ---
+    def add_address(self, addr: bytes, prefixlen: int) -> bool:
+        """``addr`` is ours (again): answered, accepted and usable as a source from now on.
+        False when it already was."""
+        addr = bytes(addr)
+        if self.routing.is_local(addr):
+            return False
+        self.routing.add_address(addr, prefixlen)
+        # in place: receive() and the ICMP error path hold these very sets
+        (self.local_v6 if len(addr) == 16 else self.local_v4).add(addr)
+        return True
+
+    def remove_address(self, addr: bytes, now: float, reason: str | None = None) -> int:
+        """``addr`` left the interface.  From now on no ARP/NDP answer, no segment to it is
+        accepted (no new SYN), none leaves from it: request socks answered from it and frames
+        from it waiting for neighbour resolution are dropped, and every connection using it ends
+        at once with ``OSError(EADDRNOTAVAIL, reason)`` (``TCPAbortOnAddrRemoved``) -- without a
+        RST, as RFC 1122 3.2.1.3 allows a host to send only from its own addresses.  Listeners
+        bound to it stay (as Linux's: they accept again if the address comes back); TIME_WAIT
+        connections stay (they send nothing unless a segment to the address arrives).
+
+        Deliberate departure from Linux, which keeps such sockets until they time out (minutes of
+        retransmissions, and a reader blocked until then); Android's ``tcp_nuke_addr`` (later
+        ``SOCK_DESTROY``) aborts them, which is what an application wants: a clear error now.
+        Returns how many connections were aborted."""
+        addr = bytes(addr)
+        if not self.routing.remove_address(addr):
+            return 0
+        self.local_v4.discard(addr)
+        self.local_v6.discard(addr)
+        for listener in list(self.demux.listeners.values()):
+            drop = getattr(listener, "drop_requests", None)
+            if drop is not None:
+                drop(addr)
+        v6 = len(addr) == 16
+        for e in self.neigh.entries.values():
+            if e.queue:
+                keep = [it for it in e.queue
+                        if (it[1][8:24] if v6 else it[1][12:16]) != addr]
+                if len(keep) != len(e.queue):
+                    self.counters["NeighUnresolvedDiscards"] += len(e.queue) - len(keep)
+                    e.queue = keep
+        if reason is None:
+            import ipaddress
+            reason = f"local address {ipaddress.ip_address(addr)} was removed"
+        n = 0
+        for conn in [c for c in self.demux.conns.values() if c.local[0] == addr]:
+            if conn.state in ("CLOSED", "TIME_WAIT"):
+                continue
+            n += 1
+            try:
+                destroy = getattr(conn, "destroy", None)
+                if destroy is not None:
+                    destroy(OSError(errno.EADDRNOTAVAIL, reason), now)
+                else:
+                    conn.abort(now)
+            except Exception:
+                self.counters["StackErrors"] += 1
+                if self.strict:
+                    raise
+                log.exception("aborting %r after its address was removed", conn)
+        if n:
+            self.counters["TCPAbortOnAddrRemoved"] += n
+        return n
 
     def listeners(self) -> list[Listener]:
         return list(self.demux.listeners.values())

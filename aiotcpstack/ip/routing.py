@@ -61,6 +61,18 @@ class RoutingTable:
         self.entries.append(RouteEntry(net, prefixlen, None, addr))
         self._sort()
 
+    def remove_address(self, addr: bytes) -> bool:
+        """(robustness issue) ``addr`` left the interface: it and its on-link prefix entry go
+        (as the kernel deletes the ``proto kernel`` prefix route with the address).  False when
+        it was not ours."""
+        addr = bytes(addr)
+        before = len(self.addresses)
+        self.addresses = [(a, p) for a, p in self.addresses if a != addr]
+        if len(self.addresses) == before:
+            return False
+        self.entries = [e for e in self.entries if not (e.gateway is None and e.src == addr)]
+        return True
+
     def add_route(self, dst: bytes, prefixlen: int, gateway: bytes | None, src: bytes | None = None) -> None:
         self.entries.append(RouteEntry(bytes(dst), prefixlen, bytes(gateway) if gateway else None, src))
         self._sort()
@@ -121,4 +133,5 @@ class RoutingTable:
         for a, _ in self.addresses:
             if len(a) == len(dst):
                 return a
-        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        raise OSError(errno.EADDRNOTAVAIL, f"Cannot assign requested address: no IPv{4 if len(dst) == 4 else 6} "
+                                           f"address on the interface")

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
 
 from . import bpf
+from . import mmsg as _mmsg
 from .base import (
     ETH_HLEN,
     GSO_ECN,
@@ -180,6 +181,7 @@ class AfPacketLink(Link):
         rcvbuf: int = 32 << 20,
         sndbuf: int = 4 << 20,
         rx_copy: bool = True,
+        rx_mmsg: bool = True,
     ) -> None:
         self.name = interface
         self.netns = netns
@@ -210,8 +212,13 @@ class AfPacketLink(Link):
         self.fileno = sock.fileno
         hdr = VNET_HDR_LEN if self.vnet else 0
         self._hdr = hdr
-        self._bufs = [bytearray(RX_BUFFER_SIZE) for _ in range(self.batch)]
-        self._views = [memoryview(b) for b in self._bufs]
+        self._fd = sock.fileno()
+        # one recvmmsg per batch where libc has it (mmsg.py), else one recv_into per frame
+        self._mm = _mmsg.make(self.batch, RX_BUFFER_SIZE) if rx_mmsg else None
+        if self._mm is not None:
+            self._views = self._mm.views
+        else:
+            self._views = [memoryview(bytearray(RX_BUFFER_SIZE)) for _ in range(self.batch)]
         self._drain_queued()
 
     # ------------------------------------------------------------------------------------------
@@ -288,7 +295,7 @@ class AfPacketLink(Link):
     def _drain_queued(self) -> None:
         """Discard anything queued before the filter took effect."""
         assert self._sock is not None
-        buf = self._bufs[0]
+        buf = self._views[0]
         while True:
             try:
                 self._sock.recv_into(buf)
@@ -323,6 +330,8 @@ class AfPacketLink(Link):
         sock = self._sock
         if sock is None:
             return 0
+        if self._mm is not None:
+            return self._poll_mmsg()
         recv_into = sock.recv_into
         hdr = self._hdr
         vnet = self.vnet
@@ -342,6 +351,9 @@ class AfPacketLink(Link):
                 if e.errno == errno.EINVAL:
                     stats.extra["rx_vnet_errors"] = stats.extra.get("rx_vnet_errors", 0) + 1
                     continue
+                if e.errno == errno.ENETDOWN:       # interface down, reported once (see _poll_mmsg)
+                    stats.extra["rx_netdown"] = stats.extra.get("rx_netdown", 0) + 1
+                    break
                 raise
             if n > RX_BUFFER_SIZE:
                 stats.rx_truncated += 1
@@ -352,20 +364,64 @@ class AfPacketLink(Link):
             if vnet:
                 trusted = bool(view[0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
             frame = view[hdr:n]
-            if own:
-                key = hash(frame.tobytes())
-                c = own.get(key)
-                if c:
-                    if c == 1:
-                        del own[key]
-                    else:
-                        own[key] = c - 1
-                    stats.extra["rx_own_looped"] = stats.extra.get("rx_own_looped", 0) + 1
-                    continue
+            if own and self._own_echo(frame):
+                continue
             stats.rx_frames += 1
             stats.rx_bytes += n - hdr
             out.append((bytes(frame) if copy else frame, trusted))
         if out:
+            stats.rx_batches += 1
+            if self._on_frames is not None:
+                self._on_frames(out)
+        return len(out)
+
+    def _poll_mmsg(self) -> int:
+        """:meth:`poll` with one ``recvmmsg`` for the whole batch (see mmsg.py)."""
+        mm = self._mm
+        stats = self.stats
+        try:
+            got = mm.recv(self._fd, socket.MSG_TRUNC)
+        except OSError as e:
+            # packet_recvmsg fails with EINVAL (frame consumed) when the vnet header cannot
+            # describe the skb, e.g. a UDP-GSO super-frame; the loop calls us again if more waits
+            if e.errno == errno.EINVAL:
+                stats.extra["rx_vnet_errors"] = stats.extra.get("rx_vnet_errors", 0) + 1
+                return 0
+            if e.errno == errno.ENETDOWN:
+                # the interface went down: the packet socket reports it once (sk_err); frames
+                # flow again when it comes back up -- not an error of ours
+                stats.extra["rx_netdown"] = stats.extra.get("rx_netdown", 0) + 1
+                return 0
+            raise
+        if not got:
+            return 0
+        hdr = self._hdr
+        vnet = self.vnet
+        copy = self.rx_copy
+        own = self._own
+        views = self._views
+        length = mm.length
+        out: list[RxItem] = []
+        nbytes = 0
+        for i in range(got):
+            n = length(i)
+            if n > RX_BUFFER_SIZE:
+                stats.rx_truncated += 1
+                continue
+            if n <= hdr:
+                continue
+            view = views[i]
+            trusted = False
+            if vnet:
+                trusted = bool(view[0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
+            frame = view[hdr:n]
+            if own and self._own_echo(frame):
+                continue
+            nbytes += n - hdr
+            out.append((bytes(frame) if copy else frame, trusted))
+        if out:
+            stats.rx_frames += len(out)
+            stats.rx_bytes += nbytes
             stats.rx_batches += 1
             if self._on_frames is not None:
                 self._on_frames(out)
@@ -452,6 +508,21 @@ class AfPacketLink(Link):
         stats = self.stats
         stats.tx_frames += 1
         stats.tx_bytes += csum_start + len(tcp_hdr) + len(payload)
+
+    def _own_echo(self, frame: memoryview) -> bool:
+        """True (and forgotten) if ``frame`` is the loopback echo of one we sent (see _note_sent)."""
+        own = self._own
+        key = hash(frame.tobytes())
+        c = own.get(key)
+        if not c:
+            return False
+        if c == 1:
+            del own[key]
+        else:
+            own[key] = c - 1
+        stats = self.stats
+        stats.extra["rx_own_looped"] = stats.extra.get("rx_own_looped", 0) + 1
+        return True
 
     def _note_sent(self, frame: Frame) -> None:
         """Remember a frame we sent on a loopback device so :meth:`poll` can drop its echo.

@@ -1,9 +1,10 @@
 """One TCP connection, sans-IO (RFC 9293, with Linux's choices where the RFC leaves room).
 
 The connection never reads a clock or touches a socket: every entry point takes ``now`` (seconds,
-float), segments go out through ``output(hdr, payload)``, timers are four preallocated
+float), segments go out through ``output(hdr, payload)``, timers are three preallocated
 :class:`~aiotcpstack.tcp.timer_wheel.Timer` objects re-armed in place on the stack's shared wheel
-(retransmit/zero-window probe, delayed ACK, keepalive/FIN_WAIT2, TIME_WAIT), and the layer above
+(retransmit/zero-window probe, delayed ACK, keepalive/SYN-ACK/FIN_WAIT2 -- which is also the
+TIME_WAIT timer: no state needs both), and the layer above
 hears about events through a :class:`~aiotcpstack.tcp.handler.ConnectionHandler`.
 
 Receive path (Linux ``tcp_v4_do_rcv``):
@@ -105,6 +106,39 @@ def _new_cc(config, mss: int, now: float):
     """The congestion-control instance named by ``config.congestion_control`` (tcp/congestion/)."""
     from .congestion import registry
     return registry.get(config.congestion_control)(mss=mss, initial_cwnd=config.initial_cwnd, now=now)
+
+
+class _ConnTimer(Timer):
+    """A connection's timer: ``callback(now)`` is a method of the subclass calling the
+    connection's handler, so the timer holds the connection, not a bound-method object
+    (64 bytes less per timer)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: "TcpConnection", name: str) -> None:
+        Timer.__init__(self, None, name)
+        self.conn = conn
+
+
+class _RtxTimer(_ConnTimer):
+    __slots__ = ()
+
+    def callback(self, now: float) -> None:
+        self.conn._on_rtx_timer(now)
+
+
+class _DackTimer(_ConnTimer):
+    __slots__ = ()
+
+    def callback(self, now: float) -> None:
+        self.conn._on_dack_timer(now)
+
+
+class _KaTimer(_ConnTimer):
+    __slots__ = ()
+
+    def callback(self, now: float) -> None:
+        self.conn._on_ka_timer(now)
 
 
 class TcpConnection:
@@ -219,8 +253,9 @@ class TcpConnection:
         self.probe_mode = False
         self.probes_out = 0
         self.persist_backoff = 0
-        self.rtx_marks: list[list[int]] = []
-        self.relost: list[list[int]] = []
+        # (lists made on first use: an idle connection holds the shared empty tuple)
+        self.rtx_marks: list[list[int]] | tuple = ()
+        self.relost: list[list[int]] | tuple = ()
         self.tlp_high = None              # SND.NXT after a loss probe, until it is acknowledged
         self.tlp_armed = False            # the retransmission timer is armed as the probe timer (PTO)
 
@@ -230,10 +265,11 @@ class TcpConnection:
         self.lrcvtime = now
         self.dsack = None
 
-        self._t_rtx = Timer(self._on_rtx_timer, "rtx")
-        self._t_dack = Timer(self._on_dack_timer, "delack")
-        self._t_ka = Timer(self._on_ka_timer, "keepalive")
-        self._t_tw = Timer(self._on_tw_timer, "timewait")
+        self._t_rtx = _RtxTimer(self, "rtx")
+        self._t_dack = _DackTimer(self, "delack")
+        # TIME_WAIT has no keepalive, SYN-ACK or FIN_WAIT2 timeout: its 2MSL timer is the same
+        # object (as FIN_WAIT2's timeout rides on the keepalive timer); _on_ka_timer dispatches
+        self._t_ka = self._t_tw = _KaTimer(self, "keepalive")
 
         self.ka_probes = 0
         self.ka_probe_time = 0.0
@@ -390,6 +426,15 @@ class TcpConnection:
             self._send_rst_now(now)
         self._finish(None)
 
+    def destroy(self, exc: BaseException, now: float) -> None:
+        """(robustness issue) End the connection now with ``exc`` and send nothing (Linux
+        ``tcp_done`` after ``sk_err``, as Android's ``tcp_nuke_addr`` did): used when the local
+        address left the interface, where no segment may leave from it any more (RFC 1122
+        3.2.1.3).  Data already received is still handed over first; ``tcp_closed(exc)``."""
+        if self.state == CLOSED:
+            return
+        self._finish(exc)
+
     def set_reading(self, enabled: bool, now: float) -> None:
         """Pause/resume delivery (asyncio pause_reading/resume_reading).  While paused, data stays
         in the receive buffer and the advertised window closes as it fills; on resume the buffered
@@ -504,48 +549,58 @@ class TcpConnection:
 
     # ================================================================== receive path
 
+    def rcv_predicted(self, seq: int, ack: int, window: int, tsval: int, tsecr: int, payload,
+                      now: float, nbytes: int = -1) -> bool:
+        """Header prediction (Linux ``tcp_rcv_established`` fast path, RFC 9293 3.10.7.4 folded
+        for the common case): the caller checked ESTABLISHED, only ACK(+PSH) set and no SACK
+        blocks; ``tsval < 0``: no timestamp option.  Here: expected sequence number, unchanged
+        window, not recovering, no out-of-order data or SACK state, timestamp not older (else
+        PAWS runs on the slow path), an acceptable ACK and data that fits the window.  Returns
+        False, having changed nothing but ``last_rcv_time``, when the segment needs the slow path.
+        ``ip/`` calls this straight from the raw header fields (no ``TcpHeader``); after software
+        GRO (ip/gro.py) ``payload`` is a list of consecutive chunks of ``nbytes`` bytes in all."""
+        self.last_rcv_time = now
+        if (seq != self.rcv_nxt or window != self.snd_wnd_field or self.ca_state != CA_OPEN
+                or self.ofo.segs or self.sb.blocks):
+            return False
+        if self.ts_ok:
+            if tsval < 0 or ((tsval - self.ts_recent) & MASK) >= HALF:   # older: PAWS, slow path
+                return False
+        else:
+            tsecr = 0
+        una = self.snd_una
+        acked = (ack - una) & MASK
+        plen = len(payload) if nbytes < 0 else nbytes
+        if acked > ((self.snd_nxt - una) & MASK) or (plen and plen > ((self.rcv_adv - seq) & MASK)) or not (
+                acked or plen or una == self.snd_nxt):
+            return False
+        self.counters["TCPHPHits"] += 1
+        self.probes_out = 0
+        if self.ts_ok and seq == self.last_ack_sent:
+            self.ts_recent = tsval        # RFC 7323 4.3
+            self.ts_recent_stamp = now
+        self.snd_wl1 = seq
+        if acked:
+            self.snd_wl2 = ack
+            self._clean_rtx(ack, acked, tsecr, now)
+            if self.state is not ESTABLISHED:
+                return True
+        if plen:
+            self._queue_in_order(payload, plen, now)
+        return True
+
     def on_segment(self, hdr: TcpHeader, payload, now: float) -> None:
         """Process one received segment (checksum already verified by ``ip/``)."""
-        self.last_rcv_time = now
-        # ---------------------------------------------------------------- header prediction
-        # Linux tcp_rcv_established fast path: ESTABLISHED, expected seq, ACK(+PSH) only,
-        # unchanged window, no SACK blocks, no out-of-order data, not recovering.
-        if (self.state is ESTABLISHED and (hdr.flags & FLAGS_HP_MASK) == ACK
-                and hdr.seq == self.rcv_nxt and hdr.window == self.snd_wnd_field
-                and self.ca_state == CA_OPEN and not self.ofo.segs and not self.sb.blocks):
+        if self.state is ESTABLISHED and (hdr.flags & FLAGS_HP_MASK) == ACK:
             opts = hdr.options
-            ok = not opts.sack_blocks
-            tsval = tsecr = 0
-            if ok and self.ts_ok:
+            if not opts.sack_blocks:
                 ts = opts.timestamp
                 if ts is None:
-                    ok = False
-                else:
-                    tsval, tsecr = ts
-                    if ((tsval - self.ts_recent) & MASK) >= HALF:   # older: PAWS via slow path
-                        ok = False
-            if ok:
-                ack = hdr.ack
-                una = self.snd_una
-                acked = (ack - una) & MASK
-                plen = len(payload)
-                if acked <= ((self.snd_nxt - una) & MASK) and (
-                        plen == 0 or plen <= ((self.rcv_adv - self.rcv_nxt) & MASK)) and (
-                        acked or plen or una == self.snd_nxt):
-                    self.counters["TCPHPHits"] += 1
-                    self.probes_out = 0
-                    if self.ts_ok and self.rcv_nxt == self.last_ack_sent:
-                        self.ts_recent = tsval        # RFC 7323 4.3
-                        self.ts_recent_stamp = now
-                    self.snd_wl1 = hdr.seq
-                    if acked:
-                        self.snd_wl2 = ack
-                        self._clean_rtx(ack, acked, tsecr, now)
-                        if self.state is not ESTABLISHED:
-                            return
-                    if plen:
-                        self._queue_in_order(payload, plen, now)
+                    if self.rcv_predicted(hdr.seq, hdr.ack, hdr.window, -1, 0, payload, now):
+                        return
+                elif self.rcv_predicted(hdr.seq, hdr.ack, hdr.window, ts[0], ts[1], payload, now):
                     return
+        self.last_rcv_time = now
         # ---------------------------------------------------------------- slow path
         st = self.state
         if st == SYN_SENT:
@@ -969,11 +1024,13 @@ class TcpConnection:
                 if rel_s >= HALF:
                     rel_s = 0
                 if sb.sacked_in(una, rel_s, rel_e) < rel_e - rel_s:
+                    if not self.relost:
+                        self.relost = []
                     self.relost.append([(una + rel_s) & MASK, end])
                     self.counters["TCPLostRetransmit"] += 1
                 continue
             keep.append(m)
-        self.rtx_marks = keep
+        self.rtx_marks = keep or ()
 
     def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float) -> None:
         """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail)."""
@@ -1108,8 +1165,8 @@ class TcpConnection:
         if self.cc is not None:
             self.cc.on_congestion_event(now, self._pipe())
         self.rtt_time = None
-        self.rtx_marks = []
-        self.relost = []
+        self.rtx_marks = ()
+        self.relost = ()
         self.tlp_high = None
         if self.tlp_armed:               # the probe timer becomes the RTO again (tcp_rearm_rto)
             self.tlp_armed = False
@@ -1120,8 +1177,8 @@ class TcpConnection:
         self.ca_state = CA_OPEN
         self.dupacks = 0
         self.reno_sacked = 0
-        self.rtx_marks = []
-        self.relost = []
+        self.rtx_marks = ()
+        self.relost = ()
         self.high_rxt = self.lost_end = self.snd_una
         if self.cc is not None:
             self.cc.on_recovery_exit(now)
@@ -1206,8 +1263,20 @@ class TcpConnection:
                 self.ack_pending = 2          # old FIN retransmitted
 
     def _queue_in_order(self, payload, plen: int, now: float) -> None:
-        """In-order data: append for end_batch, advance RCV.NXT, pull from the OOO queue."""
-        if type(payload) is bytes or (type(payload) is memoryview and type(payload.obj) is bytes):
+        """In-order data: append for end_batch, advance RCV.NXT, pull from the OOO queue.
+        ``payload`` may be a list of consecutive chunks (software GRO, ip/gro.py)."""
+        seg_len = plen
+        if type(payload) is list:
+            rx = self.rx
+            seg_len = 0
+            for p in payload:
+                if type(p) is bytes or (type(p) is memoryview and type(p.obj) is bytes):
+                    rx.append(p)
+                else:
+                    rx.append(bytes(p))
+                if len(p) > seg_len:
+                    seg_len = len(p)     # tcp_measure_rcv_mss takes GRO's gso_size, not the total
+        elif type(payload) is bytes or (type(payload) is memoryview and type(payload.obj) is bytes):
             # a view into an immutable frame (the link's copied rx frames): keep it, the one copy
             # is the join / bytes() at delivery; views into reusable buffers are copied here
             self.rx.append(payload)
@@ -1217,8 +1286,8 @@ class TcpConnection:
         self.bytes_received += plen
         nxt = (self.rcv_nxt + plen) & MASK
         self.rcv_nxt = nxt
-        if plen > self.rcv_mss:
-            self.rcv_mss = min(plen, self.config.mss)
+        if seg_len > self.rcv_mss:
+            self.rcv_mss = min(seg_len, self.config.mss)
         ofo = self.ofo
         if ofo.segs or ofo.fin_seq is not None:
             filled = False
@@ -1692,6 +1761,8 @@ class TcpConnection:
         self.retransmits += 1
         self.counters["RetransSegs"] += 1
         if self.ca_state == CA_RECOVERY and self.sack_ok and not timeout:
+            if not self.rtx_marks:
+                self.rtx_marks = []
             self.rtx_marks.append([seq, end, self.snd_nxt])
         if timeout:
             pass                                      # counted as TCPTimeouts by the caller
@@ -1759,8 +1830,8 @@ class TcpConnection:
             self._finish(TimeoutError(110, "Connection timed out"))
             return
         self.counters["TCPTimeouts"] += 1
-        self.rtx_marks = []
-        self.relost = []
+        self.rtx_marks = ()
+        self.relost = ()
         self.tlp_high = None
         if self.config.mtu_probing:
             # (PMTUD issue) black-hole detection (Linux tcp_write_timeout -> tcp_mtu_probing):
@@ -1854,8 +1925,12 @@ class TcpConnection:
 
     def _on_ka_timer(self, now: float) -> None:
         """Keepalive (RFC 9293 3.8.4 / RFC 1122 4.2.3.6, Linux tcp_keepalive_timer) and the
-        FIN_WAIT_2 timeout for closed connections (tcp_fin_timeout)."""
+        FIN_WAIT_2 timeout for closed connections (tcp_fin_timeout); in TIME_WAIT the same
+        timer object is the 2MSL timer (``_t_tw``)."""
         st = self.state
+        if st == TIME_WAIT:
+            self._on_tw_timer(now)
+            return
         cfg = self.config
         if st == SYN_RECEIVED and self.passive:
             self._synack_timer(now)

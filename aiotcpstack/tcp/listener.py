@@ -259,6 +259,15 @@ class Listener:
         if cb is not None:
             cb(self)
 
+    def drop_requests(self, lip: bytes) -> int:
+        """(robustness issue) Forget the request socks answered from local address ``lip`` (it
+        left the interface: their SYN-ACK retransmissions must not leave from it).  Nothing is
+        sent.  Returns how many were dropped."""
+        gone = [req for req in self.synq.values() if req.key[0] == lip]
+        for req in gone:
+            self._unlink(req)
+        return len(gone)
+
     def on_segment(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload, now: float) -> TcpConnection | None:
         """A segment for the listening ``(ip, port)`` that matched no connection.
 

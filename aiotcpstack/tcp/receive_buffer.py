@@ -23,10 +23,12 @@ class OutOfOrderQueue:
     __slots__ = ("segs", "nbytes", "fin_seq", "_recent")
 
     def __init__(self) -> None:
-        self.segs: list[list] = []      # [start, end, bytearray], sorted, disjoint, non-adjacent
+        # (both lists are made on first use: until then the shared empty tuple -- most
+        # connections never see out-of-order data)
+        self.segs: list[list] | tuple = ()    # [start, end, bytearray], sorted, disjoint, non-adjacent
         self.nbytes = 0
         self.fin_seq: int | None = None   # sequence number of an out-of-order FIN
-        self._recent: list[int] = []      # start seqs of recently received segments, newest last
+        self._recent: list[int] | tuple = ()  # start seqs of recently received segments, newest last
 
     def __bool__(self) -> bool:
         return bool(self.segs) or self.fin_seq is not None
@@ -63,6 +65,8 @@ class OutOfOrderQueue:
         rel_s = (seq - rcv_nxt) & MASK
         rel_e = rel_s + n
         segs = self.segs
+        if not segs:
+            segs = self.segs = []
         dup = None
         # Find the first segment whose end reaches rel_s (could overlap or be adjacent).
         i = 0
@@ -102,6 +106,8 @@ class OutOfOrderQueue:
             segs[i:j] = [[(rcv_nxt + new_s) & MASK, (rcv_nxt + new_e) & MASK, buf]]
         self.nbytes += added
         rec = self._recent
+        if not rec:
+            rec = self._recent = []
         rec.append(seq & MASK)
         if len(rec) > 8:
             del rec[0]
@@ -157,7 +163,7 @@ class OutOfOrderQueue:
         return out
 
     def clear(self) -> None:
-        self.segs.clear()
+        self.segs = ()
         self.nbytes = 0
         self.fin_seq = None
-        self._recent.clear()
+        self._recent = ()

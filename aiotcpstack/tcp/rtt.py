@@ -41,7 +41,9 @@ class RttEstimator:
 
     __slots__ = (
         "rto_initial", "rto_min", "rto_max", "granularity", "min_rtt_window",
-        "_srtt", "_rttvar", "_base_rto", "backoffs", "_has_sample", "_minmax", "samples",
+        "_srtt", "_rttvar", "_base_rto", "backoffs", "_has_sample", "samples",
+        # windowed min: three (time, value) estimates, best first (plain fields: no list per connection)
+        "_m0t", "_m0v", "_m1t", "_m1v", "_m2t", "_m2v",
     )
 
     def __init__(
@@ -64,7 +66,7 @@ class RttEstimator:
         self._has_sample = False
         self.samples = 0
         # Windowed min (Kathleen Nichols' algorithm, Linux lib/win_minmax.c): 3 (time, value) pairs.
-        self._minmax: list[list[float]] = [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]
+        self._m0t = self._m0v = self._m1t = self._m1v = self._m2t = self._m2v = 0.0
 
     @classmethod
     def from_config(cls, config: object, granularity: float = 0.001) -> "RttEstimator":
@@ -108,7 +110,7 @@ class RttEstimator:
     @property
     def min_rtt(self) -> float | None:
         """Minimum RTT over the last ``min_rtt_window`` seconds (all time if samples carry no ``now``)."""
-        return self._minmax[0][1] if self._has_sample else None
+        return self._m0v if self._has_sample else None
 
     # ------------------------------------------------------------------ updates
 
@@ -122,9 +124,8 @@ class RttEstimator:
             self._rttvar = rtt / 2
             self._has_sample = True
             t = 0.0 if now is None else now
-            for pair in self._minmax:
-                pair[0] = t
-                pair[1] = rtt
+            self._m0t = self._m1t = self._m2t = t
+            self._m0v = self._m1v = self._m2v = rtt
         else:
             # RFC 6298 2.3: RTTVAR first, with the *old* SRTT.
             self._rttvar = (1 - BETA) * self._rttvar + BETA * abs(self._srtt - rtt)
@@ -168,39 +169,37 @@ class RttEstimator:
         self._base_rto = min(self._srtt + var, self.rto_max)
 
     def _minmax_update(self, rtt: float, now: float | None) -> None:
-        """Running windowed min (Linux ``minmax_running_min``)."""
-        m = self._minmax
+        """Running windowed min (Linux ``minmax_running_min``); estimate i is (_m<i>t, _m<i>v)."""
         if now is None:
-            if rtt <= m[0][1]:
-                m[0][1] = m[1][1] = m[2][1] = rtt
+            if rtt <= self._m0v:
+                self._m0v = self._m1v = self._m2v = rtt
             return
         win = self.min_rtt_window
-        if rtt <= m[0][1] or now - m[2][0] > win:
-            for pair in m:                       # new min, or nothing in the window: reset
-                pair[0] = now
-                pair[1] = rtt
+        if rtt <= self._m0v or now - self._m2t > win:
+            self._m0t = self._m1t = self._m2t = now     # new min, or nothing in the window: reset
+            self._m0v = self._m1v = self._m2v = rtt
             return
-        if rtt <= m[1][1]:
-            m[1][0] = m[2][0] = now
-            m[1][1] = m[2][1] = rtt
-        elif rtt <= m[2][1]:
-            m[2][0] = now
-            m[2][1] = rtt
+        if rtt <= self._m1v:
+            self._m1t = self._m2t = now
+            self._m1v = self._m2v = rtt
+        elif rtt <= self._m2v:
+            self._m2t = now
+            self._m2v = rtt
         # minmax_subwin_update(): age out the best estimates.
-        dt = now - m[0][0]
+        dt = now - self._m0t
         if dt > win:
-            m[0][0], m[0][1] = m[1][0], m[1][1]
-            m[1][0], m[1][1] = m[2][0], m[2][1]
-            m[2][0] = now
-            m[2][1] = rtt
-            if now - m[0][0] > win:
-                m[0][0], m[0][1] = m[1][0], m[1][1]
-                m[1][0], m[1][1] = m[2][0], m[2][1]
-                m[2][0] = now
-                m[2][1] = rtt
-        elif m[1][0] == m[0][0] and dt > win / 4:
-            m[1][0] = m[2][0] = now
-            m[1][1] = m[2][1] = rtt
-        elif m[2][0] == m[1][0] and dt > win / 2:
-            m[2][0] = now
-            m[2][1] = rtt
+            self._m0t, self._m0v = self._m1t, self._m1v
+            self._m1t, self._m1v = self._m2t, self._m2v
+            self._m2t = now
+            self._m2v = rtt
+            if now - self._m0t > win:
+                self._m0t, self._m0v = self._m1t, self._m1v
+                self._m1t, self._m1v = self._m2t, self._m2v
+                self._m2t = now
+                self._m2v = rtt
+        elif self._m1t == self._m0t and dt > win / 4:
+            self._m1t = self._m2t = now
+            self._m1v = self._m2v = rtt
+        elif self._m2t == self._m1t and dt > win / 2:
+            self._m2t = now
+            self._m2v = rtt

@@ -16,14 +16,14 @@ class SackScoreboard:
     __slots__ = ("blocks", "sacked")
 
     def __init__(self) -> None:
-        self.blocks: list[list[int]] = []
+        self.blocks: list[list[int]] | tuple = ()     # a list from the first SACKed range on
         self.sacked = 0
 
     def __bool__(self) -> bool:
         return bool(self.blocks)
 
     def clear(self) -> None:
-        self.blocks.clear()
+        self.blocks = ()
         self.sacked = 0
 
     def update(self, sack_blocks, snd_una: int, snd_nxt: int) -> tuple[int, bool]:
@@ -54,6 +54,8 @@ class SackScoreboard:
 
     def _add(self, rel_l: int, rel_r: int, una: int) -> int:
         blocks = self.blocks
+        if not blocks:
+            blocks = self.blocks = []
         i = 0
         n = len(blocks)
         while i < n and ((blocks[i][1] - una) & MASK) < rel_l:

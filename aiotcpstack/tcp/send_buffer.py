@@ -24,8 +24,10 @@ class SendBuffer:
     __slots__ = ("_chunks", "_starts", "_first", "_base", "_end", "seq")
 
     def __init__(self, seq: int) -> None:
-        self._chunks: list = []        # bytes chunks (None once dropped, before compaction)
-        self._starts: list[int] = []   # absolute position of each chunk's first byte
+        # (both lists are made by the first append: a connection that never sends holds the
+        # shared empty tuple)
+        self._chunks: list | tuple = ()        # bytes chunks (None once dropped, before compaction)
+        self._starts: list[int] | tuple = ()   # absolute position of each chunk's first byte
         self._first = 0                # index of the first live chunk
         self._base = 0                 # absolute position of ``seq``
         self._end = 0                  # absolute position just past the last byte held
@@ -46,6 +48,11 @@ class SendBuffer:
         if not n:
             return
         chunks = self._chunks
+        if not chunks:
+            self._chunks = [data]
+            self._starts = [self._end]
+            self._end += n
+            return
         if n <= _COALESCE and len(chunks) > self._first:
             last = chunks[-1]
             if len(last) + n <= _COALESCE:
@@ -114,7 +121,7 @@ class SendBuffer:
         return n
 
     def clear(self) -> None:
-        self._chunks.clear()
-        self._starts.clear()
+        self._chunks = ()
+        self._starts = ()
         self._first = 0
         self._base = self._end = 0

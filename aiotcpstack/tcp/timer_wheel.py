@@ -91,8 +91,9 @@ class Timer:
 
     __slots__ = ("callback", "name", "expires", "_tick", "_filed", "_slot", "_prev", "_next")
 
-    def __init__(self, callback: Callable[[float], object], name: str = "") -> None:
-        self.callback = callback
+    def __init__(self, callback: Callable[[float], object] | None, name: str = "") -> None:
+        if callback is not None:       # None: a subclass defines ``callback`` as a method
+            self.callback = callback
         self.name = name
         self.expires: float = 0.0
         self._tick = 0              # deadline tick: ceil(expires / granularity)

@@ -1,5 +1,5 @@
-"""Peers shared by the live tests: an asyncio echo handler for our servers and a blocking kernel
-echo client that runs in the lab's peer namespace (ns_b)."""
+"""Peers and helpers shared by the live tests: an asyncio echo handler for our servers, a blocking
+kernel echo client that runs in the lab's peer namespace (ns_b), polling and nft listing."""
 from __future__ import annotations
 
 import asyncio
@@ -33,3 +33,19 @@ def kernel_echo_client(lab, host: str, port: int, data: bytes, timeout: float = 
         return bytes(got)
     finally:
         s.close()
+
+
+async def wait_for(pred, timeout: float, step: float = 0.02) -> bool:
+    """Poll ``pred()`` on the running loop until it is true or ``timeout`` passes; its last value."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if pred():
+            return True
+        await asyncio.sleep(step)
+    return pred()
+
+
+def nft_ruleset(lab, ns: str) -> str:
+    """The whole nftables ruleset of namespace ``ns`` (to compare before / after)."""
+    return lab.run(ns, ["nft", "list", "ruleset"]).stdout

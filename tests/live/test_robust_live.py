@@ -26,7 +26,7 @@ import pytest
 
 from aiotcpstack import Stack
 from aiotcpstack.host.netns import socket_in_netns
-from live_peers import echo_cb, kernel_echo_client
+from live_peers import echo_cb, kernel_echo_client, nft_ruleset, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,11 +37,14 @@ MASK = 0xFFFFFFFF
 # argv: iface, then stdin: JSON {"frames": [hex...], "src": ip, "sport": port, "window": secs}
 # Sends each frame, sniffs `window` seconds, reports the TCP segments from (src, sport) seen
 # (incoming on iface, i.e. sent by the stack in ns_a) as [[flags, seq, ack, len, dport], ...] per frame.
+# ``src`` an IPv6 address: IPv6 segments (no extension headers), else IPv4.  "burst": true sends all
+# frames back to back, then sniffs once (one list).
 ATTACK_SCRIPT = r"""
 import json, socket, sys, time, select
 iface = sys.argv[1]
 job = json.loads(sys.stdin.read())
-src = socket.inet_aton(job["src"]); sport = job["sport"]
+v6 = ":" in job["src"]
+src = socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, job["src"]); sport = job["sport"]
 rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 rx.bind((iface, 0))
 tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -50,27 +53,37 @@ def drain():
     while select.select([rx], [], [], 0)[0]:
         rx.recv(65536)
 out = []
-for fhex in job["frames"]:
+groups = [job["frames"]] if job.get("burst") else [[f] for f in job["frames"]]
+for group in groups:
     drain()
-    tx.send(bytes.fromhex(fhex))
+    for fhex in group:
+        tx.send(bytes.fromhex(fhex))
     seen = []
     end = time.monotonic() + job["window"]
     while (left := end - time.monotonic()) > 0:
         if not select.select([rx], [], [], left)[0]:
             break
         b, addr = rx.recvfrom(65536)
-        if addr[2] == socket.PACKET_OUTGOING or len(b) < 54 or b[12:14] != b"\x08\x00":
+        if addr[2] == socket.PACKET_OUTGOING or len(b) < 54:
             continue
-        ihl = (b[14] & 15) * 4
-        if b[23] != 6 or b[26:30] != src:
+        if not v6 and b[12:14] == b"\x08\x00":
+            ihl = (b[14] & 15) * 4
+            if b[23] != 6 or b[26:30] != src:
+                continue
+            t = 14 + ihl
+            plen = int.from_bytes(b[16:18], "big") - ihl
+        elif v6 and b[12:14] == b"\x86\xdd" and len(b) >= 74:
+            if b[20] != 6 or b[22:38] != src:
+                continue
+            t = 54
+            plen = int.from_bytes(b[18:20], "big")
+        else:
             continue
-        t = 14 + ihl
         if int.from_bytes(b[t:t + 2], "big") != sport and sport:
             continue
-        tot = int.from_bytes(b[16:18], "big")
         doff = (b[t + 12] >> 4) * 4
         seen.append([b[t + 13], int.from_bytes(b[t + 4:t + 8], "big"), int.from_bytes(b[t + 8:t + 12], "big"),
-                     tot - ihl - doff, int.from_bytes(b[t + 2:t + 4], "big"), int.from_bytes(b[t:t + 2], "big")])
+                     plen - doff, int.from_bytes(b[t + 2:t + 4], "big"), int.from_bytes(b[t:t + 2], "big")])
     out.append(seen)
 print(json.dumps(out), flush=True)
 """
@@ -81,9 +94,11 @@ F_FIN, F_SYN, F_RST, F_PSH, F_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 def tcp_frame(lab, src: str, dst: str, sport: int, dport: int, flags: str, seq: int, ack: int = 0,
               payload: bytes = b"", window: int = 64240, options=None) -> bytes:
     from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
     from scapy.packet import raw
-    p = (Ether(dst=lab.mac_a.hex(":"), src=lab.mac_b.hex(":")) / IP(src=src, dst=dst)
+    ip = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
+    p = (Ether(dst=lab.mac_a.hex(":"), src=lab.mac_b.hex(":")) / ip
          / TCP(sport=sport, dport=dport, flags=flags, seq=seq & MASK, ack=ack & MASK, window=window,
                options=options or []))
     if payload:
@@ -91,10 +106,13 @@ def tcp_frame(lab, src: str, dst: str, sport: int, dport: int, flags: str, seq: 
     return raw(p)
 
 
-def send_and_sniff(lab, frames: list[bytes], src: str, sport: int, window: float = 0.4) -> list[list[list[int]]]:
+def send_and_sniff(lab, frames: list[bytes], src: str, sport: int, window: float = 0.4,
+                   burst: bool = False) -> list[list[list[int]]]:
     """Send ``frames`` on if_b from a helper process in ns_b; per frame, the TCP segments (src, sport)
-    sent within ``window`` seconds: [flags, seq, ack, payload_len, dport, sport]."""
-    job = json.dumps({"frames": [f.hex() for f in frames], "src": src, "sport": sport, "window": window})
+    sent within ``window`` seconds: [flags, seq, ack, payload_len, dport, sport].  ``burst``: all
+    frames back to back, then one window (a list with one list)."""
+    job = json.dumps({"frames": [f.hex() for f in frames], "src": src, "sport": sport, "window": window,
+                      "burst": burst})
     proc = lab.popen(lab.ns_b, [sys.executable, "-c", ATTACK_SCRIPT, lab.if_b], stdin=subprocess.PIPE,
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(job, timeout=60)
@@ -106,9 +124,11 @@ class KernelServer:
     """Kernel TCP server in ns_b for one connection: waits for ``go``, then sends ``payload`` and
     shuts down its write side while reading the client's upload to EOF; ``result`` = sha256 of it."""
 
-    def __init__(self, lab, payload: bytes) -> None:
-        self.ls = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
-        self.ls.bind((lab.addr_b, 0))
+    def __init__(self, lab, payload: bytes, addr: str | None = None) -> None:
+        addr = addr or lab.addr_b
+        self.ls = socket_in_netns(lab.ns_b, socket.AF_INET6 if ":" in addr else socket.AF_INET,
+                                  socket.SOCK_STREAM)
+        self.ls.bind((addr, 0))
         self.ls.listen(4)
         self.ls.settimeout(60)
         self.port = self.ls.getsockname()[1]
@@ -145,9 +165,6 @@ class KernelServer:
         self.thread.join(5)
 
 
-def nft_ruleset(lab, ns: str) -> str:
-    return lab.run(ns, ["nft", "list", "ruleset"]).stdout
-
 
 def nft_tables(lab, ns: str) -> list[str]:
     return [ln.split()[-1] for ln in lab.run(ns, ["nft", "list", "tables"]).stdout.splitlines() if ln.strip()]
@@ -171,27 +188,21 @@ def conn_snap(stack: Stack, lport: int) -> dict:
     raise AssertionError(f"no connection with local port {lport}: {stack.connections()}")
 
 
-async def wait_for(pred, timeout: float, step: float = 0.02) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return True
-        await asyncio.sleep(step)
-    return pred()
-
 
 # --------------------------------------------------------------------------- 1. RFC 5961 blind attacks
 
-async def test_rfc5961_blind_attacks_against_live_connection(lab) -> None:
+@pytest.mark.parametrize("family", ["v4", "v6"])
+async def test_rfc5961_blind_attacks_against_live_connection(lab, family: str) -> None:
     rng = random.Random(5961)
     down = rng.randbytes(4 * 1024 * 1024)
     up = rng.randbytes(1024 * 1024)
-    srv = KernelServer(lab, down)
+    ours, theirs = (lab.addr_a, lab.addr_b) if family == "v4" else (lab.addr6_a, lab.addr6_b)
+    srv = KernelServer(lab, down, theirs)
     loop = asyncio.get_running_loop()
+    limit = 5                                  # challenge ACKs per second (tcp_challenge_ack_limit)
     try:
-        async with Stack(lab.if_a, netns=lab.ns_a) as stack:
-            reader, writer = await stack.open_connection(lab.addr_b, srv.port)
+        async with Stack(lab.if_a, netns=lab.ns_a, challenge_ack_limit=limit) as stack:
+            reader, writer = await stack.open_connection(theirs, srv.port)
             lport = writer.get_extra_info("sockname")[1]
             await asyncio.sleep(0.3)           # idle: the handshake's last ACK settled, nothing in flight
             s0 = conn_snap(stack, lport)
@@ -200,8 +211,9 @@ async def test_rfc5961_blind_attacks_against_live_connection(lab) -> None:
             assert s0["snd_una"] == S and W > 2
             c = stack.counters
             chal0 = c["TCPChallengeACK"]
+            assert s0["local"][0] == ours and s0["remote"][0] == theirs, s0
             f = lambda flags, seq, ack=0, payload=b"": tcp_frame(  # noqa: E731
-                lab, lab.addr_b, lab.addr_a, srv.port, lport, flags, seq, ack, payload)
+                lab, theirs, ours, srv.port, lport, flags, seq, ack, payload)
             evil = b"EVIL" * 64
             frames = [
                 f("R", R + W + 0x10000000),          # (a) RST out of window: silently ignored
@@ -213,10 +225,10 @@ async def test_rfc5961_blind_attacks_against_live_connection(lab) -> None:
                 f("PA", R, S + 0x20000000, evil),    # (d) data, ACK far beyond SND.NXT: dropped
                 f("PA", R, S - 0x40000000, evil),    # (d') data, ACK far before SND.UNA: dropped
             ]
-            seen = await loop.run_in_executor(None, send_and_sniff, lab, frames, lab.addr_a, lport)
+            seen = await loop.run_in_executor(None, send_and_sniff, lab, frames, ours, lport)
             chal = c["TCPChallengeACK"] - chal0
             s1 = conn_snap(stack, lport)
-            print(f"\nRFC 5961: per frame ours={seen} TCPChallengeACK+={chal} snap after: "
+            print(f"\nRFC 5961 [{family}]: per frame ours={seen} TCPChallengeACK+={chal} snap after: "
                   f"snd_nxt={s1['snd_nxt']} rcv_nxt={s1['rcv_nxt']} state={s1['state']}")
             # (a) nothing sent for out-of-window RSTs
             assert seen[0] == [] and seen[1] == []
@@ -231,6 +243,18 @@ async def test_rfc5961_blind_attacks_against_live_connection(lab) -> None:
                     assert not flags & (F_RST | F_SYN | F_FIN) and ln == 0 and ack == R, (i, seen[i])
             assert chal >= 4
             assert s1["rcv_nxt"] == R and s1["snd_nxt"] == S and s1["state"] == s0["state"]
+            # (e) rate limit (RFC 5961 section 7): 3 x limit in-window RSTs back to back, in a fresh
+            # one-second window, draw exactly ``limit`` challenge ACKs and nothing else
+            await asyncio.sleep(1.1)
+            chal1 = c["TCPChallengeACK"]
+            burst = [f("R", R + 1 + i) for i in range(3 * limit)]
+            (bseen,) = await loop.run_in_executor(None, lambda: send_and_sniff(lab, burst, ours, lport, 0.5,
+                                                                                burst=True))
+            print(f"burst of {len(burst)} in-window RSTs: ours={bseen} TCPChallengeACK+="
+                  f"{c['TCPChallengeACK'] - chal1} (limit {limit}/s)")
+            assert len(bseen) == limit and all(x[:4] == [F_ACK, S, R, 0] for x in bseen), bseen
+            assert c["TCPChallengeACK"] - chal1 == limit
+            assert conn_snap(stack, lport)["state"] == s0["state"]
             # the real transfer after the attacks: byte-exact both ways
             t0 = time.monotonic()
             srv.go.set()
