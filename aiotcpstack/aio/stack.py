@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import struct
+from asyncio.base_events import _ipaddr_info
 from typing import Any, Callable
 
 from ..mib import Counters
@@ -49,11 +50,26 @@ def _parse_addresses(address: Any) -> list[tuple[bytes, int]]:
     return out
 
 
+#: numeric host string -> packed address (None: not numeric); connect() parses the same few
+#: peer addresses over and over (``ipaddress`` costs ~10 µs per call).  Bounded: cleared when full.
+_IP_CACHE: dict[str, bytes | None] = {}
+_CACHE_MAX = 1024
+
+
 def _ip_bytes(host: str) -> bytes | None:
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).packed
+        return _IP_CACHE[host]
+    except (KeyError, TypeError):
+        pass
+    try:
+        b = ipaddress.ip_address(host.split("%", 1)[0]).packed
     except ValueError:
-        return None
+        b = None
+    if type(host) is str:
+        if len(_IP_CACHE) >= _CACHE_MAX:
+            _IP_CACHE.clear()
+        _IP_CACHE[host] = b
+    return b
 
 
 class Stack:
@@ -409,9 +425,13 @@ class Stack:
 
     # ------------------------------------------------------------------ loop driver
     def _on_frames(self, batch: list) -> None:
+        # API calls from protocol callbacks inside the batch (write, close) skip their own timer
+        # re-arm: the one after the batch covers them (one loop.call_at decision per batch)
+        self._in_batch = True
         try:
             self.core.receive(batch, self._loop.time())
         finally:
+            self._in_batch = False
             self._kick()
 
     def _schedule_loopback(self) -> None:
@@ -447,10 +467,12 @@ class Stack:
         finally:
             self._kick()       # a failing timer callback must not stall every other timer
 
+    _in_batch = False                  # inside _on_frames (see there)
+
     def _kick(self) -> None:
         """Re-arm the loop timer for the wheel's next expiry (after API calls / batches)."""
         wheel = self.wheel
-        if wheel is None or self._closed:
+        if wheel is None or self._closed or self._in_batch:
             return
         nxt = wheel.next_expiry()
         if nxt is not None:
@@ -1023,13 +1045,27 @@ def _ip_str(ip: bytes) -> str:
     return str(ipaddress.ip_address(ip))
 
 
+#: (host, port, family, proto) -> ``_ipaddr_info`` result for numeric str hosts and int ports
+#: (deterministic; the tuples are immutable).  Bounded like ``_IP_CACHE``.
+_INFO_CACHE: dict[tuple, tuple] = {}
+
+
 async def _ensure_resolved(loop: asyncio.AbstractEventLoop, host: Any, port: Any, family: int, proto: int,
                            flags: int) -> list[tuple]:
     """``BaseEventLoop._ensure_resolved``: numeric hosts without a lookup (``_ipaddr_info``),
     names through ``loop.getaddrinfo`` (the base loop's resolver), SOCK_STREAM only."""
-    from asyncio.base_events import _ipaddr_info
+    key = None
+    if type(host) is str and type(port) is int:
+        key = (host, port, family, proto)
+        info = _INFO_CACHE.get(key)
+        if info is not None:
+            return [info]
     info = _ipaddr_info(host, port, family, socket.SOCK_STREAM, proto)
     if info is not None:
+        if key is not None:
+            if len(_INFO_CACHE) >= _CACHE_MAX:
+                _INFO_CACHE.clear()
+            _INFO_CACHE[key] = info
         return [info]
     return list(await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM,
                                        proto=proto, flags=flags))

@@ -65,6 +65,9 @@ _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _HP_UNPACK = struct.Struct("!HHIIHH").unpack_from      # ports, seq, ack, offset+flags, window
 _HP_TS = struct.Struct("!III").unpack_from               # NOP,NOP,TS(10) word, TSval, TSecr
 _HP_TS_WORD = 0x0101080A
+_TCP_TS_PACK = struct.Struct("!HHIIHHHHIII").pack     # TCP header + NOP,NOP,TS (output_ts)
+_IP4_PACK = _IP4.pack
+_W2 = struct.Struct("!HH").unpack                       # an IPv4 address as two 16-bit words
 _from_bytes = int.from_bytes
 _HP_FLAGS = ~PSH & 0xFF                                  # only ACK (and PSH) may be set
 _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
@@ -92,7 +95,7 @@ class Route:
     per segment).
     """
 
-    __slots__ = ("core", "lip", "rip", "v6", "neigh", "mss", "peer_mss", "conn", "local")
+    __slots__ = ("core", "lip", "rip", "v6", "neigh", "mss", "peer_mss", "conn", "local", "_psb", "_ipb")
 
     def __init__(self, core: "NetworkCore", lip: bytes, rip: bytes, neigh: NeighbourEntry) -> None:
         self.core = core
@@ -111,6 +114,11 @@ class Route:
                 self.mss = pm - (60 if self.v6 else 40)
         self.peer_mss: int | None = None
         self.conn: Any = None
+        # header-template constants for output_ts: the pseudo-header sum of the addresses and
+        # protocol (RFC 9293 3.1 / RFC 8200 8.1, mod-0xffff form) and, for IPv4, the sum of the
+        # header words that never change (version/IHL, DF, TTL 64 + protocol, addresses)
+        self._psb = (((_from_bytes(lip, "little") + _from_bytes(rip, "little")) % 0xFFFF) << 8) + IPPROTO_TCP
+        self._ipb = 0 if self.v6 else (0x4500 + 0x4000 + 0x4006 + sum(_W2(lip)) + sum(_W2(rip)))
 
     def limit(self) -> int:
         """Largest TCP header-options + payload size a segment may have (min of our link MSS and
@@ -134,6 +142,57 @@ class Route:
 
     def output(self, hdr: TcpHeader, payload: bytes | memoryview = b"") -> None:
         self.core._tcp_output(self, hdr, payload)
+
+    def output_ts(self, sport: int, dport: int, seq: int, ack: int, flags: int, window: int, tsval: int,
+                  tsecr: int, payload: Any) -> bool:
+        """The common segment -- options exactly NOP,NOP,TS -- packed in one go from per-route
+        constants: Ethernet (cached), IPv4 with an incremental header checksum (RFC 1071 / 1624)
+        or IPv6, and the TCP header holding the pseudo-header sum for NEEDS_CSUM; the same bytes
+        ``_tcp_output`` -> ``_emit`` would build (tests/unit/test_ip_output_ts.py compares them)
+        with no TcpHeader, TcpOptions or option encoding.  False, having sent nothing, where the
+        general path is needed: no scatter-gather link, a route to ourselves or still undecided,
+        a neighbour that is not fresh, or a payload that needs splitting in software."""
+        core = self.core
+        tx = core.transmit_tcp
+        if tx is None or self.local is not False:
+            return False
+        e = self.neigh
+        if e.state is not REACHABLE or core.now - e.confirmed > core.neigh.reachable_time:
+            return False
+        n = len(payload)
+        gso = 0
+        if n:
+            conn = self.conn
+            cm = conn.mss if conn is not None else 0
+            if n > cm:
+                size = self.seg_size(12)
+                if n > size:
+                    if not core.vnet:
+                        return False
+                    gso = size
+        tcp_len = 32 + n
+        psum = (self._psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+        th = _TCP_TS_PACK(sport, dport, seq, ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr)
+        core.counters["IpOutRequests"] += 1
+        if self.v6:
+            from ..wire.ipv6 import build_ipv6_header
+            iph = build_ipv6_header(self.lip, self.rip, IPPROTO_TCP, tcp_len)
+            ethertype = ETH_P_IPV6
+            gso_type = GSO_TCPV6 if gso else 0
+        else:
+            core._ident = ident = (core._ident + 1) & 0xFFFF
+            total = 20 + tcp_len
+            c = self._ipb + total + ident
+            c = (c & 0xFFFF) + (c >> 16)
+            c = (c & 0xFFFF) + (c >> 16)
+            iph = _IP4_PACK(0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP, c ^ 0xFFFF, self.lip, self.rip)
+            ethertype = ETH_P_IP
+            gso_type = GSO_TCPV4 if gso else 0
+        eth = e.eth_cache.get(ethertype)
+        if eth is None:
+            eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, core.mac, ethertype)
+        tx(eth + iph, th, payload, gso_type, gso)
+        return True
 
 
 class _Owner:
@@ -212,6 +271,7 @@ class NetworkCore:
         self._rx_depth = 0               # > 0 while receive() is in its frame loop
         self._gro: GroHold | None = None  # software GRO: segments held within one batch (ip/gro.py)
         self.gro = True                  # merge consecutive in-order segments of a flow per batch
+        self._gro_batch = False
         self._ident = 0
         self._port_counter = 0
         self._isn = None
@@ -248,6 +308,7 @@ class NetworkCore:
         rx_tcp = self._rx_tcp
         nframes = 0
         self._rx_depth += 1
+        self._gro_batch = self.gro and len(batch) > 1      # a lone segment has nothing to merge with
         try:
             self._rx_frames(batch, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
         finally:
@@ -631,7 +692,7 @@ class NetworkCore:
                 conn = self.demux.conns.get((dst, dport, src, sport))
                 if conn is not None and conn.state is _ESTABLISHED and conn not in self._owned:
                     payload = seg[doff << 2:]
-                    if payload and self.gro:
+                    if payload and self._gro_batch:
                         self._gro = GroHold(conn, src, dst, sport, dport, seq, ack, window, flags, tsval, tsecr,
                                             payload)
                         return

@@ -46,8 +46,10 @@ from typing import Callable
 from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
 from . import mtu_probe as _mtu_probe     # (PMTUD issue) black-hole detection
 from . import state as S
+from .congestion import registry as _cc_registry
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
 from .receive_buffer import OFO_SEG_OVERHEAD, OutOfOrderQueue
+from .rtt import RttEstimator
 from .sack import SackScoreboard
 from .send_buffer import SendBuffer
 from .seq import seq_ge, seq_gt, seq_le, seq_lt, seq_max
@@ -98,14 +100,25 @@ def rst_for(hdr: TcpHeader, payload_len: int) -> TcpHeader | None:
 
 
 def _new_rtt(config):
-    from .rtt import RttEstimator
-    return RttEstimator.from_config(config)
+    # (RttEstimator.from_config, without its keyword/getattr overhead: once per connection)
+    return RttEstimator(config.rto_initial, config.rto_min, config.rto_max, 0.001)
 
 
 def _new_cc(config, mss: int, now: float):
     """The congestion-control instance named by ``config.congestion_control`` (tcp/congestion/)."""
-    from .congestion import registry
-    return registry.get(config.congestion_control)(mss=mss, initial_cwnd=config.initial_cwnd, now=now)
+    return _cc_registry.get(config.congestion_control)(mss=mss, initial_cwnd=config.initial_cwnd, now=now)
+
+
+_WSCALE: dict[int, int] = {}     # rcvbuf_max -> choose_wscale(rcvbuf_max), for __init__
+
+
+def _wscale_for(rcvbuf_max: int) -> int:
+    ws = _WSCALE.get(rcvbuf_max)
+    if ws is None:
+        if len(_WSCALE) >= 64:
+            _WSCALE.clear()
+        ws = _WSCALE[rcvbuf_max] = choose_wscale(rcvbuf_max)
+    return ws
 
 
 class _ConnTimer(Timer):
@@ -146,7 +159,7 @@ class TcpConnection:
 
     __slots__ = (
         # identity and plumbing
-        "config", "wheel", "counters", "local", "remote", "lport", "rport", "output", "handler",
+        "config", "wheel", "counters", "local", "remote", "lport", "rport", "output", "_fast_out", "handler",
         "release", "ts_offset", "state", "passive", "_is_v6",
         # send sequence space (RFC 9293 3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_wnd_field", "snd_wl1", "snd_wl2",
@@ -188,6 +201,10 @@ class TcpConnection:
         self.lport = local[1]
         self.rport = remote[1]
         self.output = output
+        # the route behind a bound ``Route.output`` offers output_ts (one-pack headers for the
+        # common NOP,NOP,TS segment); plain callables (tests, harnesses) do not
+        r = getattr(output, "__self__", None)
+        self._fast_out = r if hasattr(r, "output_ts") else None
         self.handler = handler
         self.release = release
         self.ts_offset = ts_offset & MASK
@@ -215,7 +232,7 @@ class TcpConnection:
         self.rcv_nxt = 0
         self.rcv_adv = 0
         self.rcv_wup = 0
-        self.rcv_wscale = choose_wscale(config.rcvbuf_max) if config.window_scaling else 0
+        self.rcv_wscale = _wscale_for(config.rcvbuf_max) if config.window_scaling else 0
         self.rcvbuf = config.rcvbuf
         self.last_ack_sent = 0
         self.rx: list[bytes] = []
@@ -1492,15 +1509,19 @@ class TcpConnection:
         blocks = ()
         if self.sack_ok and (self.dsack is not None or self.ofo.segs):
             blocks = self._sack_blocks()
+        rcv_nxt = self.rcv_nxt
+        win = self._select_window()
+        fast = None
         if self.ts_ok:
-            opts = TcpOptions(None, None, False, blocks,
-                              ((int(now * 1000) + self.ts_offset) & MASK, self.ts_recent))
+            tsval = (int(now * 1000) + self.ts_offset) & MASK
+            if not blocks:
+                fast = self._fast_out          # the route's output_ts (ip/core.py), or None
+            opts = NO_OPTIONS if fast is not None else TcpOptions(None, None, False, blocks, (tsval, self.ts_recent))
         elif blocks:
             opts = TcpOptions(None, None, False, blocks)
         else:
             opts = NO_OPTIONS
-        rcv_nxt = self.rcv_nxt
-        hdr = TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, self._select_window(), opts)
+        hdr = None if fast is not None else TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, win, opts)
         self.rcv_wup = rcv_nxt
         self.last_ack_sent = rcv_nxt
         self.dsack = None
@@ -1513,6 +1534,11 @@ class TcpConnection:
         n = len(data)
         mss = self.mss
         self.counters["OutSegs"] += 1 if n <= mss else (n + mss - 1) // mss
+        if fast is not None:
+            if fast.output_ts(self.lport, self.rport, seq, rcv_nxt, flags, win, tsval, self.ts_recent, data):
+                return
+            hdr = TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, win,
+                            TcpOptions(None, None, False, (), (tsval, self.ts_recent)))
         self.output(hdr, data)
 
     def _send_ack(self, now: float) -> None:
