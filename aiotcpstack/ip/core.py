@@ -277,6 +277,8 @@ class NetworkCore:
         self._isn = None
         self._csum_warned = False
         self._release_cb = self._release     # one bound method shared by every connection
+        self._tw_output_cb = self._tw_output     # ... and by every TIME_WAIT record
+        self._release_tw_cb = self._release_tw
         default_mss = TcpConfig().mss
         cfg_mss = self.config.mss
         self.mss4 = mtu - 40 if cfg_mss == default_mss else min(cfg_mss, mtu - 40)
@@ -448,6 +450,50 @@ class NetworkCore:
         finally:
             if self._owned.get(conn) is o:
                 del self._owned[conn]
+        if conn.state == "TIME_WAIT":
+            self._time_wait_sock(conn)
+
+    def _time_wait_sock(self, conn: Any) -> None:
+        """Linux ``tcp_time_wait`` / ``inet_twsk_hashdance``: a connection in TIME_WAIT that has
+        nothing left to do gives its demux entry (and its port reference) to a small
+        ``TimeWaitSock`` (tcp/timewait.py) and is dropped with its route; its transport is no
+        longer held by the stack.  Kept whole while it still has work (``time_wait_sock`` says)."""
+        make = getattr(conn, "time_wait_sock", None)
+        if make is None or conn in self._owned:
+            return
+        lip, lport = conn.local
+        rip, rport = conn.remote
+        key = (lip, lport, rip, rport)
+        conns = self.demux.conns
+        if conns.get(key) is not conn:
+            return
+        tw = make(self._tw_output_cb, self._release_tw_cb)
+        if tw is None:
+            return
+        conns[key] = tw
+        route = self.routes.pop(conn, None)
+        if route is not None:
+            route.conn = None
+        self._touched.pop(conn, None)
+
+    def _tw_output(self, tw: Any, hdr: TcpHeader) -> None:
+        """A ``TimeWaitSock``'s ACK (rare: a retransmitted FIN, PAWS, a challenge ACK): through a
+        route made for it, as for a RST."""
+        rip = tw.remote[0]
+        self._tcp_output(Route(self, tw.local[0], rip, self.neigh.entry(self._next_hop(rip))), hdr, b"")
+
+    def _release_tw(self, tw: Any) -> None:
+        """A ``TimeWaitSock``'s TIME_WAIT ended (2MSL, or a SYN reopened the 4-tuple): its demux
+        entry and the port reference it took over from the connection go (once)."""
+        lip, lport = tw.local
+        rip, rport = tw.remote
+        key = (lip, lport, rip, rport)
+        if self.demux.conns.get(key) is not tw:
+            return
+        del self.demux.conns[key]
+        self._touched.pop(tw, None)
+        self._owned.pop(tw, None)
+        self._unuse_port(lport)
 
     def _process_backlog(self, conn: Any, queue: list, now: float) -> None:
         """``sk_backlog_rcv`` for each queued segment, in arrival order."""

@@ -54,6 +54,8 @@ from .sack import SackScoreboard
 from .send_buffer import SendBuffer
 from .seq import seq_ge, seq_gt, seq_le, seq_lt, seq_max
 from .timer_wheel import Timer
+from .window import select_window as _select_window
+from .timewait import TimeWaitSock
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -119,6 +121,21 @@ def _wscale_for(rcvbuf_max: int) -> int:
             _WSCALE.clear()
         ws = _WSCALE[rcvbuf_max] = choose_wscale(rcvbuf_max)
     return ws
+
+
+class _Detached:
+    """What the timers of a connection replaced by its TIME_WAIT record point at (never armed
+    again; inert if they were)."""
+
+    __slots__ = ()
+
+    def _on_rtx_timer(self, now: float) -> None:
+        pass
+
+    _on_dack_timer = _on_ka_timer = _on_rtx_timer
+
+
+_DETACHED = _Detached()
 
 
 class _ConnTimer(Timer):
@@ -1474,23 +1491,8 @@ class TcpConnection:
     def _select_window(self) -> int:
         """Window field to advertise (Linux __tcp_select_window/tcp_select_window with RFC 1122
         4.2.3.3 receiver SWS avoidance); never shrinks the right edge (RFC 9293 SHLD-14)."""
-        free = self.rcvbuf - self.rx_unread - self.ofo.nbytes
-        if free < 0:
-            free = 0
-        ws = self.rcv_wscale
-        cur = (self.rcv_adv - self.rcv_nxt) & MASK
-        if cur >= HALF:
-            cur = 0
-        thresh = self.rcvbuf >> 1
-        if self.rcv_mss < thresh:
-            thresh = self.rcv_mss
-        if free > cur and free - cur >= thresh:
-            field = free >> ws
-        else:
-            field = (cur + (1 << ws) - 1) >> ws
-        if field > 65535:
-            field = 65535
-        self.rcv_adv = (self.rcv_nxt + (field << ws)) & MASK
+        field, self.rcv_adv = _select_window(self.rcvbuf - self.rx_unread - self.ofo.nbytes, self.rcv_adv,
+                                             self.rcv_nxt, self.rcv_wscale, self.rcvbuf, self.rcv_mss)
         return field
 
     def _sack_blocks(self) -> tuple:
@@ -2034,6 +2036,35 @@ class TcpConnection:
         self._arm(self._t_tw, now + self.config.time_wait)
         if self.closed_by_app or not self.eof_pending:
             self._notify(None)
+
+    def time_wait_sock(self, output: Callable, release: Callable) -> "TimeWaitSock | None":
+        """Linux ``tcp_time_wait``: a :class:`~aiotcpstack.tcp.timewait.TimeWaitSock` to take this
+        connection's place in the demux table for the rest of TIME_WAIT (same deadline, same
+        answers), or None while the connection still has something to do: its handler not told,
+        data or EOF not handed over, an ACK pending.  On success this connection is done: its
+        timers stop, it never calls ``release`` (the record does) and it reads CLOSED, as the
+        full socket after ``tcp_time_wait`` -> ``tcp_done``."""
+        t_tw = self._t_tw
+        if (self.state != TIME_WAIT or not self._notified or self._released or self.ack_pending
+                or self.dsack is not None or self.ofo.segs or not t_tw.pending
+                or (not self.closed_by_app and (self.rx_unread or self.rx or self.eof_pending))):
+            # (after close() nothing is handed over any more: an EOF still "pending" never will be)
+            return None
+        tw = TimeWaitSock(self, output, release)
+        expires = t_tw.expires
+        w = self.wheel
+        for t in (self._t_rtx, self._t_dack, self._t_ka):
+            if t.pending:
+                w.cancel(t)
+        w.arm(tw, expires)
+        self._released = True
+        self.state = CLOSED
+        # no reference cycles left (timer <-> connection <-> handler): the connection and its
+        # transport are freed by reference counting once the application lets go, not by the GC
+        self.handler = None
+        for t in (self._t_rtx, self._t_dack, self._t_ka):
+            t.conn = _DETACHED
+        return tw
 
     def _finish(self, exc: BaseException | None) -> None:
         """Enter CLOSED for good: stop timers, tell the handler once, release once."""

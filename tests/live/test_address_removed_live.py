@@ -433,3 +433,38 @@ async def test_dedicated_remove_address(lab) -> None:
         finally:
             kc.close()
         server.close()
+
+
+async def test_start_with_more_addresses_than_one_filter_holds(lab) -> None:
+    """An interface with 400 addresses: one classic BPF program cannot list them all; the stack
+    starts anyway with a MAC-only receive filter (logged) and serves an address far down the list."""
+    sub = lab.subnet
+    new = [f"198.19.{sub}.{i}" for i in range(1, 201)] + [f"198.19.{(sub + 1) % 256}.{i}" for i in range(1, 201)]
+    script = "".join(f"addr add {a}/32 dev {lab.if_a}\n" for a in new)
+    lab.run(lab.ns_a, ["ip", "-batch", "-"], input=script)
+    await off_loop(lab.run, lab.ns_b, ["ip", "route", "add", f"198.19.{sub}.0/24", "dev", lab.if_b])
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.t = transport
+
+        def data_received(self, data):
+            self.t.write(data)
+
+    async with Stack(lab.if_a, netns=lab.ns_a) as stack:
+        assert stack._filter is None and stack.link.bpf_program, "expected the MAC-only fallback"
+        assert len(stack.addresses) >= 400
+        server = await stack.create_server(Echo, new[150], 0)
+        port = server.sockets[0].getsockname()[1]
+
+        def client() -> bytes:
+            s = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5)
+            try:
+                s.connect((new[150], port))
+                s.sendall(b"many addresses")
+                return s.recv(100)
+            finally:
+                s.close()
+        assert await off_loop(client) == b"many addresses"
+        server.close()

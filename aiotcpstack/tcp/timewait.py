@@ -1,0 +1,170 @@
+"""The TIME_WAIT mini-socket (Linux ``inet_timewait_sock`` / ``tcp_timewait_sock``).
+
+When a connection reaches TIME_WAIT with nothing left to do -- its handler was told
+(``tcp_closed``), every byte and the EOF handed over, no ACK pending -- ``ip/`` replaces it in the
+demux table by a :class:`TimeWaitSock` (``TcpConnection.time_wait_sock``, the analogue of
+``tcp_time_wait`` -> ``inet_twsk_hashdance``): the 4-tuple, the sequence numbers, what the ACK
+needs (window, timestamps) and the 2MSL timer, ~0.3 KB instead of the ~4 KB of a whole
+connection with its route, buffers, RTT/congestion state, timers and transport.  The record *is*
+its 2MSL timer (a :class:`~aiotcpstack.tcp.timer_wheel.Timer` subclass, as the kernel embeds
+``tw_timer``).
+
+Behaviour is exactly ``TcpConnection._rcv_time_wait`` (RFC 9293 3.10.7.4, RFC 1337, RFC 6191 /
+Linux ``tcp_timewait_state_process``): RSTs are ignored; a SYN that cannot be confused with the
+old incarnation (ISN above RCV.NXT without timestamps, or a newer timestamp) ends TIME_WAIT
+(``TimeWaited``, state CLOSED, ``release``) so ``ip/`` hands it to the listener; any other SYN gets
+a rate-limited challenge ACK; PAWS failures (``PAWSEstab``) and data are ACKed; a retransmitted
+FIN is ACKed and restarts the 2MSL timer.  The ACK is the one the connection would send: SND.NXT,
+RCV.NXT, the same window selection, NOP,NOP,TS when timestamps are on.
+
+``output(tw, hdr)`` sends a header with no payload; ``release(tw)`` is called once, when TIME_WAIT
+ends.  The ``ip/`` layer drives it like a connection: ``on_segment`` then ``end_batch``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..wire.tcp import ACK, FIN, NO_OPTIONS, RST, SYN, TcpHeader, TcpOptions
+from . import state as S
+from .seq import seq_gt
+from .timer_wheel import Timer
+from .window import select_window
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+TIME_WAIT = S.TIME_WAIT
+CLOSED = S.CLOSED
+
+
+class TimeWaitSock(Timer):
+    """A connection in TIME_WAIT, reduced to what TIME_WAIT needs; also its own 2MSL timer."""
+
+    __slots__ = ("state", "local", "remote", "snd_nxt", "rcv_nxt", "rcv_adv", "rcvbuf", "rcv_wscale",
+                 "rcv_mss", "ts_ok", "ts_recent", "ts_recent_stamp", "ts_offset", "chal_window", "chal_count",
+                 "ack_pending", "config", "wheel", "counters", "output", "release")
+
+    def __init__(self, conn: Any, output: Callable[["TimeWaitSock", TcpHeader], None],
+                 release: Callable[["TimeWaitSock"], None]) -> None:
+        Timer.__init__(self, None, "time_wait")
+        self.state = TIME_WAIT
+        self.local = conn.local
+        self.remote = conn.remote
+        self.snd_nxt = conn.snd_nxt
+        self.rcv_nxt = conn.rcv_nxt
+        # the window selection's inputs (nothing is unread or out of order: free space = rcvbuf)
+        self.rcv_adv = conn.rcv_adv
+        self.rcvbuf = conn.rcvbuf
+        self.rcv_wscale = conn.rcv_wscale
+        self.rcv_mss = conn.rcv_mss
+        self.ts_ok = conn.ts_ok
+        self.ts_recent = conn.ts_recent
+        self.ts_recent_stamp = conn.ts_recent_stamp
+        self.ts_offset = conn.ts_offset
+        self.chal_window = conn.chal_window
+        self.chal_count = conn.chal_count
+        self.ack_pending = 0
+        self.config = conn.config
+        self.wheel = conn.wheel
+        self.counters = conn.counters
+        self.output = output
+        self.release = release
+
+    # ------------------------------------------------------------------ the 2MSL timer
+    def callback(self, now: float) -> None:
+        if self.state == TIME_WAIT:
+            self.counters["TimeWaited"] += 1
+            self.state = CLOSED
+            self.release(self)
+
+    # ------------------------------------------------------------------ receive
+    def on_segment(self, hdr: TcpHeader, payload: Any, now: float) -> None:
+        """``TcpConnection._rcv_time_wait``."""
+        if self.state != TIME_WAIT:
+            return
+        flags = hdr.flags
+        if flags & RST:
+            return                          # RFC 1337 (TIME-WAIT assassination): ignore RSTs
+        ts = hdr.options.timestamp if self.ts_ok else None
+        if flags & SYN and not flags & ACK:
+            # a new incarnation may reuse the 4-tuple if it cannot be confused with the old one:
+            # its ISN is above our RCV.NXT, or its timestamp is newer (RFC 6191 / Linux TCP_TW_SYN)
+            newer_ts = ts is not None and ((ts[0] - self.ts_recent) & MASK) - 1 < HALF - 1
+            if (ts is None and seq_gt(hdr.seq, self.rcv_nxt)) or newer_ts:
+                if self._slot is not None:
+                    self.wheel.cancel(self)
+                self.counters["TimeWaited"] += 1
+                self.state = CLOSED
+                self.release(self)
+                return
+            self._challenge_ack(now)
+            return
+        if ts is not None and ((ts[0] - self.ts_recent) & MASK) >= HALF:
+            self.counters["PAWSEstab"] += 1
+            self.ack_pending = 2
+            return
+        if flags & FIN or payload:
+            # retransmitted FIN (our ACK was lost): ACK again and restart the 2MSL timer
+            self.ack_pending = 2
+            if flags & FIN:
+                self.wheel.arm(self, now + self.config.time_wait)
+
+    def end_batch(self, now: float) -> None:
+        if self.ack_pending and self.state == TIME_WAIT:
+            self._transmit(now)
+
+    # ------------------------------------------------------------------ transmit
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 challenge ACK, rate limited per connection (``TcpConnection._challenge_ack``)."""
+        if now - self.chal_window >= 1.0:
+            self.chal_window = now
+            self.chal_count = 0
+        if self.chal_count >= self.config.challenge_ack_limit:
+            return
+        self.chal_count += 1
+        self.counters["TCPChallengeACK"] += 1
+        self._transmit(now)
+
+    def _select_window(self) -> int:
+        """``TcpConnection._select_window`` with nothing unread or out of order."""
+        field, self.rcv_adv = select_window(self.rcvbuf, self.rcv_adv, self.rcv_nxt, self.rcv_wscale,
+                                            self.rcvbuf, self.rcv_mss)
+        return field
+
+    def _transmit(self, now: float) -> None:
+        """The ACK ``TcpConnection._transmit(snd_nxt, b"", ACK)`` sends in TIME_WAIT."""
+        win = self._select_window()
+        if self.ts_ok:
+            opts = TcpOptions(None, None, False, (), ((int(now * 1000) + self.ts_offset) & MASK, self.ts_recent))
+        else:
+            opts = NO_OPTIONS
+        self.ack_pending = 0
+        self.counters["OutSegs"] += 1
+        self.output(self, TcpHeader(self.local[1], self.remote[1], self.snd_nxt, self.rcv_nxt, ACK, win, opts))
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def lport(self) -> int:
+        return self.local[1]
+
+    @property
+    def rport(self) -> int:
+        return self.remote[1]
+
+    def snapshot(self) -> dict:
+        """What ``Stack.connections()`` / ``aiotcpstack ss`` show for it (as ``ss`` shows no
+        ``tcp_info`` for a kernel TIME-WAIT socket: no RTT or congestion fields)."""
+        return {
+            "state": self.state,
+            "local": self.local,
+            "remote": self.remote,
+            "snd_una": self.snd_nxt,
+            "snd_nxt": self.snd_nxt,
+            "rcv_nxt": self.rcv_nxt,
+            "rcv_wnd": max(0, (self.rcv_adv - self.rcv_nxt) & MASK) if self.state != CLOSED else 0,
+            "send_buffer": 0,
+            "unread": 0,
+            "timestamps": self.ts_ok,
+        }
+
+    def __repr__(self) -> str:
+        return f"<TimeWaitSock {self.local!r} -> {self.remote!r} {self.state}>"
