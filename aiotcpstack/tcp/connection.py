@@ -55,6 +55,7 @@ from .send_buffer import SendBuffer
 from .seq import seq_ge, seq_gt, seq_le, seq_lt, seq_max
 from .timer_wheel import Timer
 from .window import select_window as _select_window
+from . import timewait as _tw
 from .timewait import TimeWaitSock
 
 MASK = 0xFFFFFFFF
@@ -941,31 +942,23 @@ class TcpConnection:
         self._finish(exc)
 
     def _rcv_time_wait(self, hdr: TcpHeader, payload, now: float) -> None:
-        """TIME_WAIT (RFC 9293 3.10.7.4, RFC 1337, Linux tcp_timewait_state_process)."""
-        flags = hdr.flags
-        if flags & RST:
-            return                          # RFC 1337 (TIME-WAIT assassination): ignore RSTs
-        ts = hdr.options.timestamp if self.ts_ok else None
-        if flags & SYN and not flags & ACK:
-            # A new incarnation may reuse the 4-tuple if it cannot be confused with the old one:
-            # its ISN is above our RCV.NXT, or its timestamp is newer (RFC 6191 / Linux TCP_TW_SYN).
-            newer_ts = ts is not None and ((ts[0] - self.ts_recent) & MASK) - 1 < HALF - 1
-            if (ts is None and seq_gt(hdr.seq, self.rcv_nxt)) or newer_ts:
-                self._cancel(self._t_tw)
-                self.counters["TimeWaited"] += 1
-                self._set_state(CLOSED)
-                self._do_release()
-                return
+        """TIME_WAIT (RFC 9293 3.10.7.4, RFC 1337, Linux tcp_timewait_state_process): the
+        decision is ``timewait.time_wait_verdict``, shared with the TIME_WAIT record."""
+        v = _tw.time_wait_verdict(hdr, payload, self.ts_ok, self.rcv_nxt, self.ts_recent)
+        if v == _tw.TW_IGNORE:
+            return
+        if v == _tw.TW_REOPEN:
+            self._cancel(self._t_tw)
+            self.counters["TimeWaited"] += 1
+            self._set_state(CLOSED)
+            self._do_release()
+        elif v == _tw.TW_CHALLENGE:
             self._challenge_ack(now)
-            return
-        if ts is not None and ((ts[0] - self.ts_recent) & MASK) >= HALF:
-            self.counters["PAWSEstab"] += 1
+        else:
+            if v == _tw.TW_PAWS:
+                self.counters["PAWSEstab"] += 1
             self.ack_pending = 2
-            return
-        if flags & FIN or payload:
-            # retransmitted FIN (our ACK was lost): ACK again and restart the 2MSL timer
-            self.ack_pending = 2
-            if flags & FIN:
+            if v == _tw.TW_ACK_RESTART:
                 self._arm(self._t_tw, now + self.config.time_wait)
 
     # ---------------------------------------------------------------- ACK processing

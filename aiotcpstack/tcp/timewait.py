@@ -36,6 +36,41 @@ TIME_WAIT = S.TIME_WAIT
 CLOSED = S.CLOSED
 
 
+
+# time_wait_verdict: what a segment means to a connection in TIME_WAIT
+TW_IGNORE, TW_REOPEN, TW_CHALLENGE, TW_PAWS, TW_ACK, TW_ACK_RESTART = range(6)
+
+
+def time_wait_verdict(hdr: TcpHeader, payload: Any, ts_ok: bool, rcv_nxt: int, ts_recent: int) -> int:
+    """The decision of Linux ``tcp_timewait_state_process`` (RFC 9293 3.10.7.4) for one segment,
+    shared by a whole connection in TIME_WAIT and its record (``TimeWaitSock``):
+
+    * RST: ignored (RFC 1337, TIME-WAIT assassination) -> ``TW_IGNORE``;
+    * SYN without ACK: a new incarnation may take the 4-tuple if it cannot be confused with the
+      old one -- its ISN above our RCV.NXT, or a newer timestamp (RFC 6191 / TCP_TW_SYN) ->
+      ``TW_REOPEN``; else a challenge ACK (RFC 5961 4) -> ``TW_CHALLENGE``;
+    * an older timestamp: PAWS (RFC 7323 5) -> ``TW_PAWS`` (count, ACK);
+    * a retransmitted FIN (our last ACK was lost): ACK again and restart the 2MSL timer ->
+      ``TW_ACK_RESTART``; data: ACK -> ``TW_ACK``; anything else ``TW_IGNORE``.
+    """
+    flags = hdr.flags
+    if flags & RST:
+        return TW_IGNORE
+    ts = hdr.options.timestamp if ts_ok else None
+    if flags & SYN and not flags & ACK:
+        newer_ts = ts is not None and ((ts[0] - ts_recent) & MASK) - 1 < HALF - 1
+        if (ts is None and seq_gt(hdr.seq, rcv_nxt)) or newer_ts:
+            return TW_REOPEN
+        return TW_CHALLENGE
+    if ts is not None and ((ts[0] - ts_recent) & MASK) >= HALF:
+        return TW_PAWS
+    if flags & FIN:
+        return TW_ACK_RESTART
+    if payload:
+        return TW_ACK
+    return TW_IGNORE
+
+
 class TimeWaitSock(Timer):
     """A connection in TIME_WAIT, reduced to what TIME_WAIT needs; also its own 2MSL timer."""
 
@@ -81,31 +116,22 @@ class TimeWaitSock(Timer):
         """``TcpConnection._rcv_time_wait``."""
         if self.state != TIME_WAIT:
             return
-        flags = hdr.flags
-        if flags & RST:
-            return                          # RFC 1337 (TIME-WAIT assassination): ignore RSTs
-        ts = hdr.options.timestamp if self.ts_ok else None
-        if flags & SYN and not flags & ACK:
-            # a new incarnation may reuse the 4-tuple if it cannot be confused with the old one:
-            # its ISN is above our RCV.NXT, or its timestamp is newer (RFC 6191 / Linux TCP_TW_SYN)
-            newer_ts = ts is not None and ((ts[0] - self.ts_recent) & MASK) - 1 < HALF - 1
-            if (ts is None and seq_gt(hdr.seq, self.rcv_nxt)) or newer_ts:
-                if self._slot is not None:
-                    self.wheel.cancel(self)
-                self.counters["TimeWaited"] += 1
-                self.state = CLOSED
-                self.release(self)
-                return
+        v = time_wait_verdict(hdr, payload, self.ts_ok, self.rcv_nxt, self.ts_recent)
+        if v == TW_IGNORE:
+            return
+        if v == TW_REOPEN:
+            if self._slot is not None:
+                self.wheel.cancel(self)
+            self.counters["TimeWaited"] += 1
+            self.state = CLOSED
+            self.release(self)
+        elif v == TW_CHALLENGE:
             self._challenge_ack(now)
-            return
-        if ts is not None and ((ts[0] - self.ts_recent) & MASK) >= HALF:
-            self.counters["PAWSEstab"] += 1
+        else:
+            if v == TW_PAWS:
+                self.counters["PAWSEstab"] += 1
             self.ack_pending = 2
-            return
-        if flags & FIN or payload:
-            # retransmitted FIN (our ACK was lost): ACK again and restart the 2MSL timer
-            self.ack_pending = 2
-            if flags & FIN:
+            if v == TW_ACK_RESTART:
                 self.wheel.arm(self, now + self.config.time_wait)
 
     def end_batch(self, now: float) -> None:
