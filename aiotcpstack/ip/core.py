@@ -41,6 +41,7 @@ from ..wire.checksum import ones_sum as _ones_sum
 from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
+from ..wire.ipv6 import build_ipv6_header
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, ANY4, ANY6, DemuxTable
 from .gro import GroHold
@@ -175,7 +176,6 @@ class Route:
         th = _TCP_TS_PACK(sport, dport, seq, ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr)
         core.counters["IpOutRequests"] += 1
         if self.v6:
-            from ..wire.ipv6 import build_ipv6_header
             iph = build_ipv6_header(self.lip, self.rip, IPPROTO_TCP, tcp_len)
             ethertype = ETH_P_IPV6
             gso_type = GSO_TCPV6 if gso else 0
@@ -604,7 +604,6 @@ class NetworkCore:
         """NDP (RFC 4861: answer NS for our addresses in dedicated mode, learn from NS/NA) and
         echo (dedicated mode)."""
         from ..wire import icmp as _icmp
-        from ..wire.ipv6 import build_ipv6_header
         counters = self.counters
         try:
             msg = _icmp.parse_icmpv6(payload, ip.src, ip.dst)
@@ -892,7 +891,6 @@ class NetworkCore:
             th = _tcp.build_tcp_header(hdr, len(payload), lip, rip)
             self.counters["IpOutRequests"] += 1
             if route.v6:
-                from ..wire.ipv6 import build_ipv6_header
                 iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(th) + len(payload))
                 ethertype = ETH_P_IPV6
                 gso_type = GSO_TCPV6 if gso_size else 0
@@ -908,7 +906,6 @@ class NetworkCore:
         seg = self.build_tcp(hdr, payload, lip, rip, "partial" if vnet else "full")
         self.counters["IpOutRequests"] += 1
         if route.v6:
-            from ..wire.ipv6 import build_ipv6_header
             iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg))
             ethertype = ETH_P_IPV6
             gso_type = GSO_TCPV6 if gso_size else 0
@@ -958,7 +955,6 @@ class NetworkCore:
         seg = self.build_tcp(hdr, payload, lip, rip, "none")
         self.counters["IpOutRequests"] += 1
         if route.v6:
-            from ..wire.ipv6 import build_ipv6_header
             frame = b"".join((_ETH.pack(self.mac, _LO_MAC, ETH_P_IPV6),
                               build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg)), seg))
         else:
@@ -1030,7 +1026,6 @@ class NetworkCore:
         refreshing a known entry."""
         from ..wire import icmp as _icmp
         from ..wire.ethernet import ipv6_multicast_mac
-        from ..wire.ipv6 import build_ipv6_header
         try:
             src = self.routing.source_for(ip)
         except OSError:
@@ -1145,11 +1140,16 @@ class NetworkCore:
         if peer_syn is not None and peer_syn.options.mss:
             route.peer_mss = peer_syn.options.mss
         iss = self._isn_gen().isn(lip, lport, rip, rport, now)
+        return self._add_conn(key, lport, route, lambda: TcpConnection(
+            config=self.config_for(rip, config), wheel=self.wheel, counters=self.counters,
+            local=(lip, lport), remote=(rip, rport), iss=iss, output=route.output, handler=handler,
+            release=self._release_cb, ts_offset=self._ts_offset(lip, lport, rip, rport), now=now))
+
+    def _add_conn(self, key: tuple, lport: int, route: Route, make: Callable[[], Any]) -> Any:
+        """Create a connection with ``make()`` on ``route`` and enter it in the demux table; if
+        that fails, the local port taken for it is given back (and the error raised)."""
         try:
-            conn = TcpConnection(config=self.config_for(rip, config), wheel=self.wheel, counters=self.counters,
-                                 local=(lip, lport), remote=(rip, rport), iss=iss, output=route.output,
-                                 handler=handler, release=self._release_cb,
-                                 ts_offset=self._ts_offset(lip, lport, rip, rport), now=now)
+            conn = make()
         except BaseException:
             self._unuse_port(lport)
             raise
@@ -1354,19 +1354,10 @@ class NetworkCore:
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
         if syn.options.mss:
             route.peer_mss = syn.options.mss
-        try:
-            conn = TcpConnection.from_request(config=config, wheel=self.wheel, counters=self.counters,
-                                              local=(lip, lport), remote=(rip, rport), iss=iss, syn=syn,
-                                              output=route.output, handler=None, release=self._release_cb,
-                                              ts_offset=ts_offset, now=now, syn_time=syn_time,
-                                              synack_retransmitted=synack_retransmitted)
-        except BaseException:
-            self._unuse_port(lport)
-            raise
-        route.conn = conn
-        self.routes[conn] = route
-        self.demux.conns[key] = conn
-        return conn
+        return self._add_conn(key, lport, route, lambda: TcpConnection.from_request(
+            config=config, wheel=self.wheel, counters=self.counters, local=(lip, lport), remote=(rip, rport),
+            iss=iss, syn=syn, output=route.output, handler=None, release=self._release_cb,
+            ts_offset=ts_offset, now=now, syn_time=syn_time, synack_retransmitted=synack_retransmitted))
 
     def remove_listener(self, listener: Listener) -> None:
         key = (listener.ip, listener.port)

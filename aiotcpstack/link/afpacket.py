@@ -326,85 +326,64 @@ class AfPacketLink(Link):
         """Drain one batch (up to ``batch`` frames) and deliver it; returns the number delivered.
 
         This is the ``add_reader`` callback; tests and blocking users may call it directly.
+        The batch is read with one ``recvmmsg`` (mmsg.py) or, where libc has none, one
+        ``recv_into`` per slot until ``EAGAIN``; either way slot ``i`` of ``self._views`` then
+        holds a frame of ``lengths[i]`` bytes (0: nothing usable in that slot).
         """
         sock = self._sock
         if sock is None:
             return 0
-        if self._mm is not None:
-            return self._poll_mmsg()
-        recv_into = sock.recv_into
-        hdr = self._hdr
-        vnet = self.vnet
-        copy = self.rx_copy
-        stats = self.stats
-        own = self._own
-        out: list[RxItem] = []
-        for i in range(self.batch):
-            view = self._views[i]
-            try:
-                n = recv_into(view, 0, socket.MSG_TRUNC)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                # packet_recvmsg fails with EINVAL (frame consumed) when the vnet header cannot
-                # describe the skb, e.g. a UDP-GSO super-frame; skip it and go on.
-                if e.errno == errno.EINVAL:
-                    stats.extra["rx_vnet_errors"] = stats.extra.get("rx_vnet_errors", 0) + 1
-                    continue
-                if e.errno == errno.ENETDOWN:       # interface down, reported once (see _poll_mmsg)
-                    stats.extra["rx_netdown"] = stats.extra.get("rx_netdown", 0) + 1
-                    break
-                raise
-            if n > RX_BUFFER_SIZE:
-                stats.rx_truncated += 1
-                continue
-            if n <= hdr:
-                continue
-            trusted = False
-            if vnet:
-                trusted = bool(view[0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
-            frame = view[hdr:n]
-            if own and self._own_echo(frame):
-                continue
-            stats.rx_frames += 1
-            stats.rx_bytes += n - hdr
-            out.append((bytes(frame) if copy else frame, trusted))
-        if out:
-            stats.rx_batches += 1
-            if self._on_frames is not None:
-                self._on_frames(out)
-        return len(out)
-
-    def _poll_mmsg(self) -> int:
-        """:meth:`poll` with one ``recvmmsg`` for the whole batch (see mmsg.py)."""
         mm = self._mm
+        if mm is not None:
+            try:
+                got = mm.recv(self._fd, socket.MSG_TRUNC)
+            except OSError as e:
+                self._rx_error(e)       # the loop calls us again if more frames wait
+                return 0
+            if not got:
+                return 0
+            length = mm.length
+            lengths = [length(i) for i in range(got)]
+        else:
+            recv_into = sock.recv_into
+            lengths = []
+            for view in self._views:
+                try:
+                    lengths.append(recv_into(view, 0, socket.MSG_TRUNC))
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:
+                    if not self._rx_error(e):
+                        break
+                    lengths.append(0)   # the frame was consumed: skip the slot, go on
+        return self._deliver_slots(lengths)
+
+    def _rx_error(self, e: OSError) -> bool:
+        """Count a receive error the link lives with and say whether reading may go on; re-raise
+        anything else.  EINVAL: ``packet_recvmsg`` consumed a frame its vnet header cannot
+        describe (e.g. a UDP-GSO super-frame).  ENETDOWN: the interface went down; the packet
+        socket reports it once (``sk_err``) and frames flow again when it comes back up."""
+        extra = self.stats.extra
+        if e.errno == errno.EINVAL:
+            extra["rx_vnet_errors"] = extra.get("rx_vnet_errors", 0) + 1
+            return True
+        if e.errno == errno.ENETDOWN:
+            extra["rx_netdown"] = extra.get("rx_netdown", 0) + 1
+            return False
+        raise e
+
+    def _deliver_slots(self, lengths: list[int]) -> int:
+        """Strip the vnet header from the filled slots, drop truncated frames and loopback echoes
+        of our own, copy (``rx_copy``) and hand the batch to ``on_frames`` once."""
         stats = self.stats
-        try:
-            got = mm.recv(self._fd, socket.MSG_TRUNC)
-        except OSError as e:
-            # packet_recvmsg fails with EINVAL (frame consumed) when the vnet header cannot
-            # describe the skb, e.g. a UDP-GSO super-frame; the loop calls us again if more waits
-            if e.errno == errno.EINVAL:
-                stats.extra["rx_vnet_errors"] = stats.extra.get("rx_vnet_errors", 0) + 1
-                return 0
-            if e.errno == errno.ENETDOWN:
-                # the interface went down: the packet socket reports it once (sk_err); frames
-                # flow again when it comes back up -- not an error of ours
-                stats.extra["rx_netdown"] = stats.extra.get("rx_netdown", 0) + 1
-                return 0
-            raise
-        if not got:
-            return 0
         hdr = self._hdr
         vnet = self.vnet
         copy = self.rx_copy
         own = self._own
         views = self._views
-        length = mm.length
         out: list[RxItem] = []
         nbytes = 0
-        for i in range(got):
-            n = length(i)
+        for i, n in enumerate(lengths):
             if n > RX_BUFFER_SIZE:
                 stats.rx_truncated += 1
                 continue
@@ -462,16 +441,8 @@ class AfPacketLink(Link):
             if csum_start:
                 frame = _complete_checksum(frame, csum_start, csum_offset)
             parts = [frame]
-        try:
-            sock.sendmsg(parts)
-        except (BlockingIOError, InterruptedError):
-            self.stats.tx_errors += 1  # like a full device queue: drop, TCP retransmits
+        if not self._sendmsg(sock, parts):
             return
-        except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.ENETDOWN):
-                self.stats.tx_errors += 1
-                return
-            raise
         self.stats.tx_frames += 1
         self.stats.tx_bytes += len(frame)
         if self.is_loopback:
@@ -495,19 +466,26 @@ class AfPacketLink(Link):
                                 csum_start, 16)
         else:
             hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, csum_start, 16)
-        try:
-            sock.sendmsg((hdr, l2l3, tcp_hdr, payload) if payload else (hdr, l2l3, tcp_hdr))
-        except (BlockingIOError, InterruptedError):
-            self.stats.tx_errors += 1  # like a full device queue: drop, TCP retransmits
+        if not self._sendmsg(sock, (hdr, l2l3, tcp_hdr, payload) if payload else (hdr, l2l3, tcp_hdr)):
             return
-        except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.ENETDOWN):
-                self.stats.tx_errors += 1
-                return
-            raise
         stats = self.stats
         stats.tx_frames += 1
         stats.tx_bytes += csum_start + len(tcp_hdr) + len(payload)
+
+    def _sendmsg(self, sock: socket.socket, parts: Sequence[Frame]) -> bool:
+        """One ``sendmsg``; False (counted in ``tx_errors``) when the frame was dropped like a full
+        device queue or a down interface would drop it -- TCP retransmits."""
+        try:
+            sock.sendmsg(parts)
+            return True
+        except (BlockingIOError, InterruptedError):
+            self.stats.tx_errors += 1
+            return False
+        except OSError as e:
+            if e.errno in (errno.ENOBUFS, errno.ENETDOWN):
+                self.stats.tx_errors += 1
+                return False
+            raise
 
     def _own_echo(self, frame: memoryview) -> bool:
         """True (and forgotten) if ``frame`` is the loopback echo of one we sent (see _note_sent)."""

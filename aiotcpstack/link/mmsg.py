@@ -113,13 +113,6 @@ class RecvMmsg:
     def length(self, i: int) -> int:
         return _U32(self._lens, i * _STRIDE + _LEN_OFF)[0]
 
-    def release(self) -> None:
-        """Drop the buffer exports (so the ``bytearray`` may be freed)."""
-        for v in self.views:
-            v.release()
-        self.views = []
-        self._lens.release()
-
 
 def make(n: int, size: int) -> Optional[RecvMmsg]:
     """A :class:`RecvMmsg`, or None where ``recvmmsg`` cannot be used (callers use recv_into)."""

@@ -56,6 +56,7 @@ from .seq import seq_ge, seq_gt, seq_le, seq_lt, seq_max
 from .timer_wheel import Timer
 from .window import select_window as _select_window
 from . import timewait as _tw
+from .challenge_ack import challenge_ack_allowed
 from .timewait import TimeWaitSock
 
 MASK = 0xFFFFFFFF
@@ -1581,14 +1582,8 @@ class TcpConnection:
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 challenge ACK, rate limited to config.challenge_ack_limit per second (per
         connection here; Linux also keeps a per-netns limit)."""
-        if now - self.chal_window >= 1.0:
-            self.chal_window = now
-            self.chal_count = 0
-        if self.chal_count >= self.config.challenge_ack_limit:
-            return
-        self.chal_count += 1
-        self.counters["TCPChallengeACK"] += 1
-        self._transmit(self.snd_nxt, b"", ACK, now)
+        if challenge_ack_allowed(self, now):
+            self._transmit(self.snd_nxt, b"", ACK, now)
 
     def _schedule_delack(self, now: float) -> None:
         """Arm the delayed-ACK timer (Linux tcp_send_delayed_ack): min(ato, srtt, delack_max)."""

@@ -28,6 +28,7 @@ from ..wire.tcp import ACK, FIN, NO_OPTIONS, RST, SYN, TcpHeader, TcpOptions
 from . import state as S
 from .seq import seq_gt
 from .timer_wheel import Timer
+from .challenge_ack import challenge_ack_allowed
 from .window import select_window
 
 MASK = 0xFFFFFFFF
@@ -141,14 +142,8 @@ class TimeWaitSock(Timer):
     # ------------------------------------------------------------------ transmit
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 challenge ACK, rate limited per connection (``TcpConnection._challenge_ack``)."""
-        if now - self.chal_window >= 1.0:
-            self.chal_window = now
-            self.chal_count = 0
-        if self.chal_count >= self.config.challenge_ack_limit:
-            return
-        self.chal_count += 1
-        self.counters["TCPChallengeACK"] += 1
-        self._transmit(now)
+        if challenge_ack_allowed(self, now):
+            self._transmit(now)
 
     def _select_window(self) -> int:
         """``TcpConnection._select_window`` with nothing unread or out of order."""

@@ -70,9 +70,11 @@ def rx_packets(ns: str, ifname: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-def test_discovers_mac_mtu_and_receives_kernel_udp_and_ping(labx: Any) -> None:
-    link = AfPacketLink(labx.if_a, netns=labx.ns_a)
+@pytest.mark.parametrize("rx_mmsg", [True, False], ids=["recvmmsg", "recv_into"])
+def test_discovers_mac_mtu_and_receives_kernel_udp_and_ping(labx: Any, rx_mmsg: bool) -> None:
+    link = AfPacketLink(labx.if_a, netns=labx.ns_a, rx_mmsg=rx_mmsg)
     try:
+        assert (link._mm is not None) == rx_mmsg
         assert link.mac == labx.mac_a
         assert link.mtu == 1500
         assert link.vnet and link.ignore_outgoing
