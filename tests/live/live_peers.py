@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 from aiotcpstack.host.netns import socket_in_netns
 
@@ -49,3 +50,48 @@ async def wait_for(pred, timeout: float, step: float = 0.02) -> bool:
 def nft_ruleset(lab, ns: str) -> str:
     """The whole nftables ruleset of namespace ``ns`` (to compare before / after)."""
     return lab.run(ns, ["nft", "list", "ruleset"]).stdout
+
+
+class KernelAcceptor:
+    """A kernel listener in ``lab.ns_b`` (``port``) that accepts ``n`` connections in a thread
+    once :meth:`start` is called, keeping them open in ``accepted`` until :meth:`close`."""
+
+    def __init__(self, lab, n: int, backlog: int = 16, timeout: float = 30.0) -> None:
+        self.sock = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((lab.addr_b, 0))
+        self.sock.listen(backlog)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._n = n
+        self._timeout = timeout
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.sock.settimeout(self._timeout)
+        for _ in range(self._n):
+            self.accepted.append(self.sock.accept()[0])
+
+    def start(self) -> "KernelAcceptor":
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+def kernel_connect(lab, addr: str, port: int, timeout: float) -> str:
+    """A kernel client in ``lab.ns_b`` (IPv4 or IPv6 by ``addr``): "connected", "refused" (RST)
+    or "timeout"."""
+    s = socket_in_netns(lab.ns_b, socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((addr, port))
+        return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    except (TimeoutError, socket.timeout):
+        return "timeout"
+    finally:
+        s.close()

@@ -15,6 +15,7 @@ import pytest
 from aiotcpstack.host.firewall import RstGuard, list_tables
 from aiotcpstack.host.netns import socket_in_netns
 from aiotcpstack.host.ports import PortReservation
+from live_peers import kernel_connect
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ETH_P_ALL = 0x0003
@@ -57,22 +58,6 @@ class RstCapture:
         self.sock.close()
 
 
-def _connect(lab, addr, port, timeout):
-    def body():
-        s = socket.socket()
-        s.settimeout(timeout)
-        try:
-            s.connect((addr, port))
-            return "connected"
-        except ConnectionRefusedError:
-            return "refused"
-        except (TimeoutError, socket.timeout):
-            return "timeout"
-        finally:
-            s.close()
-    return lab.run_in(lab.ns_b, body)
-
-
 def test_guarded_port_gets_no_rst(lab):
     before = ruleset(lab)
     res = PortReservation(lab.ns_a)
@@ -83,8 +68,8 @@ def test_guarded_port_gets_no_rst(lab):
     try:
         g.add_port(guarded)
         assert g.list_kernel_ports() == {guarded}
-        assert _connect(lab, lab.addr_a, unguarded, 2) == "refused"       # kernel RST for a bound port
-        assert _connect(lab, lab.addr_a, guarded, 1.0) == "timeout"        # no RST, no SYN-ACK
+        assert kernel_connect(lab, lab.addr_a, unguarded, 2) == "refused"       # kernel RST for a bound port
+        assert kernel_connect(lab, lab.addr_a, guarded, 1.0) == "timeout"        # no RST, no SYN-ACK
         time.sleep(0.1)
         rsts = cap.rst_ports()
         assert unguarded in rsts
@@ -92,12 +77,12 @@ def test_guarded_port_gets_no_rst(lab):
         assert g.counters()["pre"] >= 1
         # removing the port gives it back to the kernel
         g.remove_port(guarded)
-        assert _connect(lab, lab.addr_a, guarded, 2) == "refused"
+        assert kernel_connect(lab, lab.addr_a, guarded, 2) == "refused"
         # a kernel listener elsewhere in ns_a is unaffected
         srv = socket_in_netns(lab.ns_a, socket.AF_INET, socket.SOCK_STREAM)
         srv.bind((lab.addr_a, 0))
         srv.listen()
-        assert _connect(lab, lab.addr_a, srv.getsockname()[1], 2) == "connected"
+        assert kernel_connect(lab, lab.addr_a, srv.getsockname()[1], 2) == "connected"
         srv.close()
     finally:
         cap.close()
@@ -111,20 +96,8 @@ def test_guard_ipv6(lab):
     p = res.reserve(lab.addr6_a, 0)
     with RstGuard(lab.ns_a) as g:
         g.add_port(p)
-
-        def body():
-            s = socket.socket(socket.AF_INET6)
-            s.settimeout(1.0)
-            try:
-                s.connect((lab.addr6_a, p))
-            except ConnectionRefusedError:
-                return "refused"
-            except (TimeoutError, socket.timeout):
-                return "timeout"
-            finally:
-                s.close()
-        assert lab.run_in(lab.ns_b, body) == "timeout"
-    assert lab.run_in(lab.ns_b, body) == "refused"
+        assert kernel_connect(lab, lab.addr6_a, p, 1.0) == "timeout"
+    assert kernel_connect(lab, lab.addr6_a, p, 1.0) == "refused"
     res.close()
 
 

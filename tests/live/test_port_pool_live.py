@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 
 from aiotcpstack import Stack
 from aiotcpstack.host.firewall import RstGuard
 from aiotcpstack.host.netns import socket_in_netns
-from live_peers import nft_ruleset, wait_for
+from live_peers import KernelAcceptor, kernel_connect, nft_ruleset, wait_for
 
 
 
@@ -30,37 +29,12 @@ def kernel_can_bind(lab, family: int, addr: str, port: int) -> bool:
         s.close()
 
 
-def kernel_connect(lab, addr: str, port: int, timeout: float) -> str:
-    """A kernel client in ns_b: "connected", "refused" (RST) or "timeout"."""
-    s = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect((addr, port))
-        return "connected"
-    except ConnectionRefusedError:
-        return "refused"
-    except (TimeoutError, socket.timeout):
-        return "timeout"
-    finally:
-        s.close()
-
-
-
 async def test_pooled_ports_reserved_guarded_answered_and_released(lab) -> None:
     loop = asyncio.get_running_loop()
     before = nft_ruleset(lab, lab.ns_a)
-    ks = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
-    ks.bind((lab.addr_b, 0))
-    ks.listen(8)
-    kport = ks.getsockname()[1]
-    accepted: list[socket.socket] = []
-
-    def acceptor() -> None:
-        ks.settimeout(30)
-        for _ in range(2):
-            accepted.append(ks.accept()[0])
-    t = threading.Thread(target=acceptor, daemon=True)
-    t.start()
+    ka = KernelAcceptor(lab, 2, backlog=8).start()
+    kport = ka.port
+    accepted = ka.accepted
     try:
         async with Stack(lab.if_a, netns=lab.ns_a, time_wait=1.0) as stack:
             _, w1 = await stack.open_connection(lab.addr_b, kport)
@@ -98,11 +72,9 @@ async def test_pooled_ports_reserved_guarded_answered_and_released(lab) -> None:
             assert l1 not in kports and l2 in kports
             w2.transport.abort()
             pooled = list(stack._pool)
-        t.join(10)
+        ka.thread.join(10)
     finally:
-        ks.close()
-        for c in accepted:
-            c.close()
+        ka.close()
     assert nft_ruleset(lab, lab.ns_a) == before
     for p in pooled + [l1, l2]:
         assert kernel_can_bind(lab, socket.AF_INET, lab.addr_a, p), p

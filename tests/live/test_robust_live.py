@@ -26,7 +26,7 @@ import pytest
 
 from aiotcpstack import Stack
 from aiotcpstack.host.netns import socket_in_netns
-from live_peers import echo_cb, kernel_echo_client, nft_ruleset, wait_for
+from live_peers import KernelAcceptor, echo_cb, kernel_echo_client, nft_ruleset, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -431,16 +431,8 @@ async def test_two_shared_stacks_on_one_interface(lab) -> None:
     loop = asyncio.get_running_loop()
     before = nft_ruleset(lab, lab.ns_a)
     # a kernel server in ns_b both stacks connect to (outgoing: ephemeral ports)
-    ks = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
-    ks.bind((lab.addr_b, 0))
-    ks.listen(16)
-    kport = ks.getsockname()[1]
-    accepted: list[socket.socket] = []
-
-    def acceptor() -> None:
-        ks.settimeout(30)
-        for _ in range(4):
-            accepted.append(ks.accept()[0])
+    ka = KernelAcceptor(lab, 4)
+    kport = ka.port
     try:
         async with Stack(lab.if_a, netns=lab.ns_a) as s1, Stack(lab.if_a, netns=lab.ns_a) as s2:
             mine = [t for t in nft_tables(lab, lab.ns_a) if t.startswith(f"aiotcpstack_{os.getpid()}")]
@@ -463,8 +455,7 @@ async def test_two_shared_stacks_on_one_interface(lab) -> None:
             for st in (s1, s2):
                 assert st.counters["OutRsts"] == 0, st.counters["OutRsts"]
             # outgoing: 2 connections per stack, all local ports distinct and reserved in the kernel
-            t = threading.Thread(target=acceptor, daemon=True)
-            t.start()
+            ka.start()
             writers = []
             for st in (s1, s1, s2, s2):
                 _, w = await st.open_connection(lab.addr_b, kport)
@@ -495,11 +486,9 @@ async def test_two_shared_stacks_on_one_interface(lab) -> None:
                 w.close()
             srv1.close()
             srv2.close()
-            await asyncio.wait_for(loop.run_in_executor(None, t.join, 10), 15)
+            await asyncio.wait_for(loop.run_in_executor(None, ka.thread.join, 10), 15)
     finally:
-        ks.close()
-        for c in accepted:
-            c.close()
+        ka.close()
     assert nft_ruleset(lab, lab.ns_a) == before
     for p in lports + [p1, p2]:
         assert kernel_can_bind(lab, lab.ns_a, lab.addr_a, p), p
