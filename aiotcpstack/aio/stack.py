@@ -181,15 +181,19 @@ class Stack:
         link = opts.get("link")
         if link is None:
             from ..link.afpacket import AfPacketLink
+            # rx_copy=False: frames arrive as views into the link's receive buffers, valid for
+            # the batch; the core copies only what it keeps (ip/core.py receive -> pin_rx), so
+            # received data is copied once, at delivery, as the kernel copies it once to user
             try:
                 link = AfPacketLink(self.interface, netns=self.netns, vnet=opts.get("vnet", True),
-                                    local_ipv4=v4, local_ipv6=v6 if v6 else None)
+                                    local_ipv4=v4, local_ipv6=v6 if v6 else None, rx_copy=False)
                 self._filter = (link, set(v4), set(v6) if v6 else None)
             except ValueError as exc:
                 # too many addresses for one classic BPF program (jump offsets / 4096 insns):
                 # filter on our MAC only; the core drops what is not for our addresses
                 log.warning("receive filter by address not possible (%s): filtering on the MAC only", exc)
-                link = AfPacketLink(self.interface, netns=self.netns, vnet=opts.get("vnet", True))
+                link = AfPacketLink(self.interface, netns=self.netns, vnet=opts.get("vnet", True),
+                                    rx_copy=False)
                 self._filter = None
         self.link = link
         if opts.get("pcap"):

@@ -507,7 +507,9 @@ class TcpTransport(asyncio.Transport):
         if self._conn_done or self._lost or (self._closing and not self._close_pending):
             # asyncio logs "socket.send() raised exception." after the connection is lost
             return
-        self._conn.send(bytes(data) if type(data) is not bytes else data, self._now())
+        # conn.send copies a reusable buffer before it returns (SendBuffer.append: into pool
+        # blocks when large, else one bytes copy), so asyncio's "the caller may reuse it" holds
+        self._conn.send(data, self._now())
         self._stack_kick()
         self._maybe_pause()
 

@@ -47,6 +47,7 @@ from .demux import ANY, ANY4, ANY6, DemuxTable
 from .gro import GroHold
 from ..tcp.listener import Listener
 from ..tcp.state import ESTABLISHED as _ESTABLISHED
+from ..tcp.connection import CA_OPEN as _CA_OPEN
 from .neighbour import REACHABLE, NeighbourEntry, NeighbourTable
 from .routing import RoutingTable
 
@@ -326,17 +327,30 @@ class NetworkCore:
                 self._rx_depth -= 1
         # the prequeue's purpose: each touched connection delivers once per batch (a delivery
         # can touch more connections: a re-entrant receive, a Server draining its accept queue)
-        while self._touched:
-            touched = self._touched
-            self._touched = {}
-            for conn in touched:
-                try:
-                    self._deliver_conn(conn, now)
-                except Exception:
-                    counters["StackErrors"] += 1
-                    if self.strict:
-                        raise
-                    log.exception("error in end_batch")
+        done: list = []
+        try:
+            while self._touched:
+                touched = self._touched
+                self._touched = {}
+                for conn in touched:
+                    done.append(conn)
+                    try:
+                        self._deliver_conn(conn, now)
+                    except Exception:
+                        counters["StackErrors"] += 1
+                        if self.strict:
+                            raise
+                        log.exception("error in end_batch")
+        finally:
+            # the batch's frames may be views into the link's buffers (AfPacketLink with
+            # rx_copy=False), valid until the next batch: what a connection still queues is
+            # copied now (the backlog and the out-of-order queue copy on entry)
+            for conn in done:
+                if getattr(conn, "rx", None):      # (a TIME_WAIT record has no receive queue)
+                    conn.pin_rx()
+            for conn in self._touched:
+                if getattr(conn, "rx", None):
+                    conn.pin_rx()
 
     def _rx_frames(self, batch: list, now: float, counters: Counters, mac: bytes, local_v4: set,
                    eth_unpack: Any, ip_unpack: Any, rx_tcp: Any) -> None:
@@ -665,19 +679,37 @@ class NetworkCore:
         conn = g.conn
         counters = self.counters
         nparts = len(g.parts)
-        if conn.state is _ESTABLISHED and conn not in self._owned:
+        free = conn.state is _ESTABLISHED and conn not in self._owned
+        if free:
             if nparts == 1:
                 ok = conn.rcv_predicted(g.seq, g.ack, g.window, g.tsval, g.tsecr, g.parts[0], now)
-            else:
+            elif nparts:
                 ok = conn.rcv_predicted(g.seq, g.ack, g.window, g.tsval, g.tsecr, g.parts, now, g.nbytes)
+            else:
+                ok = conn.rcv_predicted(g.seq, g.ack, g.window, g.tsval, g.tsecr, b"", now, 0, g.acks)
             if ok:
-                counters["InSegs"] += nparts
-                if nparts > 1:
-                    counters["TCPHPHits"] += nparts - 1
-                    counters["TcpGroMerged"] += nparts - 1
+                nsegs = nparts + g.acks
+                counters["InSegs"] += nsegs
+                if nsegs > 1:
+                    counters["TCPHPHits"] += nsegs - 1
+                    counters["TcpGroMerged" if nparts else "TcpAckMerged"] += nsegs - 1
                 self._touched[conn] = None
                 return
         opts = _tcp.TcpOptions(None, None, False, (), (g.tsval, g.tsecr)) if g.tsval >= 0 else _tcp.NO_OPTIONS
+        if not nparts:
+            # merged pure ACKs that do not predict (e.g. a new window): the newest, which says
+            # all the others said, through the full path with the count of ACKs it stands for
+            hdr = TcpHeader(g.sport, g.dport, g.seq, g.ack, g.flags, g.window, opts)
+            if free:
+                counters["InSegs"] += g.acks
+                if g.acks > 1:
+                    counters["TcpAckMerged"] += g.acks - 1
+                conn.on_segment(hdr, b"", now, g.acks)
+                self._touched[conn] = None
+            else:
+                counters["InSegs"] += g.acks - 1
+                self._rx_tcp_conn(conn, g.dst, g.src, hdr, b"", now)
+            return
         segs = g.segments()
         for i, (seq, part) in enumerate(segs):
             if i == 1 and nparts > 2 and conn.state is _ESTABLISHED and conn not in self._owned:
@@ -732,12 +764,30 @@ class NetworkCore:
                     g.nbytes += n
                     g.next_seq = (seq + n) & 0xFFFFFFFF
                     return
+                if (g.acks and flags == ACK and hp_opts and len(seg) == doff << 2 and seq == g.seq
+                        and sport == g.sport and dport == g.dport and src == g.src and dst == g.dst
+                        and 0 < ((ack - g.ack) & 0xFFFFFFFF) < 0x80000000 and (tsval < 0) == (g.tsval < 0)
+                        and ((tsval - g.tsval) & 0xFFFFFFFF) < 0x80000000):
+                    # a newer pure ACK of the flow supersedes the held one (gro.py: a stretch ACK
+                    # that keeps the count)
+                    g.ack = ack
+                    g.window = window
+                    g.tsval = tsval
+                    g.tsecr = tsecr
+                    g.acks += 1
+                    return
                 self._gro_flush(now)
             if hp_opts and (flags & _HP_FLAGS) == ACK:
                 conn = self.demux.conns.get((dst, dport, src, sport))
                 if conn is not None and conn.state is _ESTABLISHED and conn not in self._owned:
                     payload = seg[doff << 2:]
-                    if payload and self._gro_batch:
+                    if self._gro_batch and (payload or (
+                            flags == ACK and conn.ca_state == _CA_OPEN
+                            and 0 < ((ack - conn.snd_una) & 0xFFFFFFFF) <= ((conn.snd_nxt - conn.snd_una) & 0xFFFFFFFF)
+                            and (tsval < 0 or ((tsval - conn.ts_recent) & 0xFFFFFFFF) < 0x80000000))):
+                        # data, or a pure ACK that acknowledges new data while nothing is being
+                        # recovered (so never a duplicate ACK) and passes PAWS: hold it for GRO
+                        # (ip/gro.py)
                         self._gro = GroHold(conn, src, dst, sport, dport, seq, ack, window, flags, tsval, tsecr,
                                             payload)
                         return

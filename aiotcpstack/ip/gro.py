@@ -13,6 +13,15 @@ Merge rule, as ``tcp_gro_receive`` (stricter where cheap): same 4-tuple, sequenc
 at the end of what is held, same ACK number, same window, same flags (ACK or ACK|PSH only), same
 timestamp option (TSval and TSecr, or both absent), payload not empty.  Anything else flushes
 first, so the order of everything the stack processes is the order of the wire.
+
+Pure ACKs (a bulk sender gets one per TSO super-frame the peer received, ~20 per drained batch)
+are held the same way: a newer pure ACK of the flow (same SEQ, ACK strictly further, TSval not
+older, only ACK set, no options but timestamps -- so never a duplicate ACK and never SACK
+information) supersedes the held one, and TCP processes the last, as a "stretch ACK" the network
+could have made (RFC 5681 sec. 4.2 / RFC 3465 discuss them).  Unlike a real stretch ACK nothing
+is lost: the count of merged ACKs goes with it, so RFC 3465's per-ACK slow-start limit L applies
+per ACK that arrived (``CongestionControl.on_ack(acks=)``), and every one counts in ``InSegs``.
+Linux's GRO does not merge pure ACKs (each costs it ~1 us; each costs us a Python call chain).
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ class GroHold:
     """The segments held for one connection, waiting to be handed to TCP as one."""
 
     __slots__ = ("conn", "src", "dst", "sport", "dport", "seq", "next_seq", "ack", "window", "flags",
-                 "tsval", "tsecr", "parts", "nbytes")
+                 "tsval", "tsecr", "parts", "nbytes", "acks")
 
     def __init__(self, conn: Any, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int,
                  window: int, flags: int, tsval: int, tsecr: int, payload: Any) -> None:
@@ -40,8 +49,14 @@ class GroHold:
         self.flags = flags
         self.tsval = tsval            # -1: no timestamp option
         self.tsecr = tsecr
-        self.parts = [payload]
+        self.parts = [payload] if n else []
         self.nbytes = n
+        self.acks = 0 if n else 1     # pure ACKs held (merged ones included)
+
+    @property
+    def nsegs(self) -> int:
+        """How many received segments the hold stands for."""
+        return len(self.parts) + self.acks
 
     def segments(self) -> list[tuple[int, Any]]:
         """The held parts as ``(seq, payload)``, for the one-by-one fallback."""

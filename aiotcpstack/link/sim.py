@@ -173,6 +173,10 @@ class SimNetwork:
     ``corrupt``, ``reorder_delay``) are plain attributes and may be changed mid-run.
     ``record=True`` keeps ``stats.log``: (time, link name, length) of every delivery, handy for
     determinism checks.
+    ``volatile_rx=True`` (default) delivers each frame as a memoryview into a scratch buffer that is
+    overwritten as soon as ``on_frames`` returns: the receive contract of ``AfPacketLink`` with
+    ``rx_copy=False`` (a frame is valid only until the next batch), so every simulated test also
+    proves that the stack copies whatever it keeps beyond the batch.
     """
 
     def __init__(
@@ -189,8 +193,10 @@ class SimNetwork:
         mtu: int = 1500,
         reorder_delay: Optional[float] = None,
         record: bool = False,
+        volatile_rx: bool = True,
     ) -> None:
         self.clock = clock
+        self.volatile_rx = volatile_rx
         self.seed = seed
         self.rng = random.Random(seed)
         self.loss = loss
@@ -275,7 +281,14 @@ class SimNetwork:
         dst.stats.rx_batches += 1
         if self.stats.log is not None:
             self.stats.log.append((self.clock.now, dst.name, len(frame)))
-        dst._on_frames([(frame, trusted)])
+        if not self.volatile_rx:
+            dst._on_frames([(frame, trusted)])
+            return
+        scratch = bytearray(frame)
+        try:
+            dst._on_frames([(memoryview(scratch), trusted)])
+        finally:
+            scratch[:] = b"\xee" * len(scratch)     # the "next recvmmsg" overwrites the slot
 
 
 class SimLink(Link):

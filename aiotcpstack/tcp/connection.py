@@ -586,7 +586,7 @@ class TcpConnection:
     # ================================================================== receive path
 
     def rcv_predicted(self, seq: int, ack: int, window: int, tsval: int, tsecr: int, payload,
-                      now: float, nbytes: int = -1) -> bool:
+                      now: float, nbytes: int = -1, acks: int = 1) -> bool:
         """Header prediction (Linux ``tcp_rcv_established`` fast path, RFC 9293 3.10.7.4 folded
         for the common case): the caller checked ESTABLISHED, only ACK(+PSH) set and no SACK
         blocks; ``tsval < 0``: no timestamp option.  Here: expected sequence number, unchanged
@@ -618,23 +618,24 @@ class TcpConnection:
         self.snd_wl1 = seq
         if acked:
             self.snd_wl2 = ack
-            self._clean_rtx(ack, acked, tsecr, now)
+            self._clean_rtx(ack, acked, tsecr, now, acks)
             if self.state is not ESTABLISHED:
                 return True
         if plen:
             self._queue_in_order(payload, plen, now)
         return True
 
-    def on_segment(self, hdr: TcpHeader, payload, now: float) -> None:
-        """Process one received segment (checksum already verified by ``ip/``)."""
+    def on_segment(self, hdr: TcpHeader, payload, now: float, acks: int = 1) -> None:
+        """Process one received segment (checksum already verified by ``ip/``); ``acks`` > 1: a
+        pure ACK that stands for that many merged ones (ip/gro.py)."""
         if self.state is ESTABLISHED and (hdr.flags & FLAGS_HP_MASK) == ACK:
             opts = hdr.options
             if not opts.sack_blocks:
                 ts = opts.timestamp
                 if ts is None:
-                    if self.rcv_predicted(hdr.seq, hdr.ack, hdr.window, -1, 0, payload, now):
+                    if self.rcv_predicted(hdr.seq, hdr.ack, hdr.window, -1, 0, payload, now, -1, acks):
                         return
-                elif self.rcv_predicted(hdr.seq, hdr.ack, hdr.window, ts[0], ts[1], payload, now):
+                elif self.rcv_predicted(hdr.seq, hdr.ack, hdr.window, ts[0], ts[1], payload, now, -1, acks):
                     return
         self.last_rcv_time = now
         # ---------------------------------------------------------------- slow path
@@ -646,7 +647,7 @@ class TcpConnection:
         elif st == TIME_WAIT:
             self._rcv_time_wait(hdr, payload, now)
         else:
-            self._rcv_state_process(hdr, payload, now)
+            self._rcv_state_process(hdr, payload, now, acks)
 
     # ---------------------------------------------------------------- SYN_SENT
 
@@ -765,7 +766,7 @@ class TcpConnection:
 
     # ---------------------------------------------------------------- general states
 
-    def _rcv_state_process(self, hdr: TcpHeader, payload, now: float) -> None:
+    def _rcv_state_process(self, hdr: TcpHeader, payload, now: float, acks: int = 1) -> None:
         """RFC 9293 3.10.7.4 for SYN_RECEIVED and the synchronized states (not TIME_WAIT)."""
         flags = hdr.flags
         seq = hdr.seq
@@ -889,7 +890,7 @@ class TcpConnection:
             if seq_lt(ack, (self.snd_una - self.max_snd_wnd) & MASK):
                 self._challenge_ack(now)
                 return
-            self._process_ack(hdr, plen, ts[1] if ts is not None else 0, now)
+            self._process_ack(hdr, plen, ts[1] if ts is not None else 0, now, acks)
             st = self.state
             if st == CLOSED:
                 return
@@ -964,7 +965,7 @@ class TcpConnection:
 
     # ---------------------------------------------------------------- ACK processing
 
-    def _process_ack(self, hdr: TcpHeader, plen: int, tsecr: int, now: float) -> None:
+    def _process_ack(self, hdr: TcpHeader, plen: int, tsecr: int, now: float, acks: int = 1) -> None:
         """The slow-path tcp_ack: window update, SACK, cumulative ACK, duplicate ACKs."""
         ack = hdr.ack
         seq = hdr.seq
@@ -998,7 +999,7 @@ class TcpConnection:
         acked = (ack - una) & MASK
         self.probes_out = 0                       # Linux tcp_ack: any valid ACK
         if acked and acked < HALF:
-            self._clean_rtx(ack, acked, tsecr, now)
+            self._clean_rtx(ack, acked, tsecr, now, acks)
             if self.state == CLOSED:
                 return
         elif (acked == 0 and plen == 0 and not hdr.flags & (SYN | FIN) and not win_changed
@@ -1060,8 +1061,9 @@ class TcpConnection:
             keep.append(m)
         self.rtx_marks = keep or ()
 
-    def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float) -> None:
-        """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail)."""
+    def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float, acks: int = 1) -> None:
+        """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail); ``acks``: how
+        many arrived ACKs this stands for (> 1 after ip/gro.py merged pure ACKs)."""
         prior_in_flight = self._pipe() if self.cc is not None else 0
         self.snd_una = ack
         freed = self.sndbuf.ack_to(ack)
@@ -1092,7 +1094,7 @@ class TcpConnection:
         if ca == CA_OPEN:
             self.dupacks = 0
             if cc is not None:
-                cc.on_ack(freed or acked, rtt, now, prior_in_flight)
+                cc.on_ack(freed or acked, rtt, now, prior_in_flight, acks)
         elif ca == CA_RECOVERY:
             if seq_ge(ack, self.recovery_point):
                 self._exit_recovery(now)
@@ -1105,7 +1107,7 @@ class TcpConnection:
                     self.force_rtx = True
         else:   # CA_LOSS: slow start retransmission after an RTO
             if cc is not None:
-                cc.on_ack(freed or acked, rtt, now, prior_in_flight)
+                cc.on_ack(freed or acked, rtt, now, prior_in_flight, acks)
             if seq_ge(ack, self.recovery_point):
                 self._exit_recovery(now)
             else:
@@ -1292,24 +1294,21 @@ class TcpConnection:
 
     def _queue_in_order(self, payload, plen: int, now: float) -> None:
         """In-order data: append for end_batch, advance RCV.NXT, pull from the OOO queue.
-        ``payload`` may be a list of consecutive chunks (software GRO, ip/gro.py)."""
+        ``payload`` may be a list of consecutive chunks (software GRO, ip/gro.py).
+
+        Chunks are kept as they come, also views into the link's receive buffers (valid only
+        for the current batch): the one copy is the join at delivery (``_deliver``), and
+        whatever is still queued when the batch ends is copied by ``pin_rx``, which ``ip/``
+        calls for every connection the batch touched."""
         seg_len = plen
         if type(payload) is list:
-            rx = self.rx
+            self.rx.extend(payload)
             seg_len = 0
             for p in payload:
-                if type(p) is bytes or (type(p) is memoryview and type(p.obj) is bytes):
-                    rx.append(p)
-                else:
-                    rx.append(bytes(p))
                 if len(p) > seg_len:
                     seg_len = len(p)     # tcp_measure_rcv_mss takes GRO's gso_size, not the total
-        elif type(payload) is bytes or (type(payload) is memoryview and type(payload.obj) is bytes):
-            # a view into an immutable frame (the link's copied rx frames): keep it, the one copy
-            # is the join / bytes() at delivery; views into reusable buffers are copied here
-            self.rx.append(payload)
         else:
-            self.rx.append(bytes(payload))
+            self.rx.append(payload)
         self.rx_unread += plen
         self.bytes_received += plen
         nxt = (self.rcv_nxt + plen) & MASK
@@ -1460,6 +1459,17 @@ class TcpConnection:
                 return
             if self.state == TIME_WAIT or self.state == CLOSED:
                 self._notify(None)
+
+    def pin_rx(self) -> None:
+        """Copy the queued data that still refers to the link's receive buffers (a view whose
+        underlying object is not immutable ``bytes``) before the link reuses them; called by
+        ``ip/`` at the end of every receive batch for the connections it touched.  Usually
+        ``rx`` is empty by then (``end_batch`` delivered it); it holds data only while the
+        application is not reading or the connection waits in an accept queue."""
+        rx = self.rx
+        for i, p in enumerate(rx):
+            if type(p) is not bytes and (type(p) is not memoryview or type(p.obj) is not bytes):
+                rx[i] = bytes(p)
 
     def _rcv_space_adjust(self, copied: int, now: float) -> None:
         """Receive-buffer auto-tuning (Linux tcp_rcv_space_adjust): once per RTT, if the

@@ -11,6 +11,14 @@ lies inside it (the usual case: TSO super-frames out of 256 KiB writes) and join
 that span chunks.  ``ack_to`` only moves a position and drops whole chunks from the front (lazily
 compacted), so an ACK costs O(1) amortised and no byte is ever moved in user space.  Tiny appends
 are coalesced so a stream of small writes does not become a long chunk list.
+
+Large writes of reusable buffers (``bytearray`` / ``memoryview``, at least ``POOL_MIN`` bytes) are
+copied into fixed-size blocks from a process-wide :class:`BlockPool` instead of fresh ``bytes``
+(like the kernel's per-socket page frags, ``sk_page_frag``): a fresh 256 KiB object is a new
+``mmap`` for malloc, 64 page faults to fill and a ``munmap`` when acknowledged -- measured as a
+quarter of a bulk sender's CPU time.  A block goes back to the pool when every byte in it is
+acknowledged.  Views into a block never outlive the transmit call that gets them (``get``'s
+result goes straight to ``sendmsg`` or into a joined frame), so reuse is safe.
 """
 from __future__ import annotations
 
@@ -18,10 +26,38 @@ from bisect import bisect_right
 
 MASK = 0xFFFFFFFF
 _COALESCE = 512          # appends this small are merged into a small last chunk
+POOL_MIN = 16384         # reusable buffers this large are copied into pool blocks
+BLOCK = 256 * 1024       # bytes per pool block
+
+
+class BlockPool:
+    """Free ``bytearray`` blocks of ``BLOCK`` bytes, reused across connections (at most ``keep``
+    held while free: 64 x 256 KiB = 16 MiB, the send buffers of a few busy connections)."""
+
+    __slots__ = ("free", "keep", "allocated")
+
+    def __init__(self, keep: int = 64) -> None:
+        self.free: list[bytearray] = []
+        self.keep = keep
+        self.allocated = 0           # blocks made (a statistic for tests and curious users)
+
+    def take(self) -> bytearray:
+        free = self.free
+        if free:
+            return free.pop()
+        self.allocated += 1
+        return bytearray(BLOCK)
+
+    def give(self, block: bytearray) -> None:
+        if len(self.free) < self.keep:
+            self.free.append(block)
+
+
+POOL = BlockPool()
 
 
 class SendBuffer:
-    __slots__ = ("_chunks", "_starts", "_first", "_base", "_end", "seq")
+    __slots__ = ("_chunks", "_starts", "_first", "_base", "_end", "seq", "_blocks", "_fill")
 
     def __init__(self, seq: int) -> None:
         # (both lists are made by the first append: a connection that never sends holds the
@@ -32,6 +68,10 @@ class SendBuffer:
         self._base = 0                 # absolute position of ``seq``
         self._end = 0                  # absolute position just past the last byte held
         self.seq = seq & MASK          # sequence number of the first byte held
+        # pool blocks in use, oldest first: [absolute end of the bytes written to it, block];
+        # the last one is the tail block new large appends go into (``_fill`` bytes used)
+        self._blocks: list | tuple = ()
+        self._fill = 0
 
     def __len__(self) -> int:
         return self._end - self._base
@@ -43,7 +83,12 @@ class SendBuffer:
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         if type(data) is not bytes:
-            data = bytes(data)         # the caller may reuse its buffer: one copy
+            # the caller may reuse its buffer: one copy (into pool blocks when large)
+            mv = memoryview(data)
+            if mv.nbytes >= POOL_MIN and mv.c_contiguous:
+                self._append_pooled(mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B"))
+                return
+            data = bytes(mv)
         n = len(data)
         if not n:
             return
@@ -55,13 +100,57 @@ class SendBuffer:
             return
         if n <= _COALESCE and len(chunks) > self._first:
             last = chunks[-1]
-            if len(last) + n <= _COALESCE:
+            if len(last) + n <= _COALESCE and type(last) is bytes:
                 chunks[-1] = last + data
                 self._end += n
                 return
         chunks.append(data)
         self._starts.append(self._end)
         self._end += n
+
+    def _append_pooled(self, src: memoryview) -> None:
+        n = len(src)
+        blocks = self._blocks
+        if not blocks:
+            blocks = self._blocks = []
+        if not self._chunks:
+            self._chunks = []
+            self._starts = []
+        chunks = self._chunks
+        starts = self._starts
+        off = 0
+        while off < n:
+            if not blocks or self._fill == BLOCK:
+                blocks.append([self._end, POOL.take()])
+                self._fill = 0
+            entry = blocks[-1]
+            blk = entry[1]
+            f = self._fill
+            k = BLOCK - f
+            if k > n - off:
+                k = n - off
+            blk[f:f + k] = src[off:off + k]
+            chunks.append(memoryview(blk)[f:f + k])
+            starts.append(self._end)
+            self._end += k
+            entry[0] = self._end
+            self._fill = f + k
+            off += k
+
+    def _release_blocks(self, base: int, everything: bool) -> None:
+        """Give back the blocks whose bytes are all acknowledged (absolute position ``base``);
+        the tail block is kept (rewound) when nothing is left, for the next large append."""
+        blocks = self._blocks
+        give = POOL.give
+        while blocks and blocks[0][0] <= base:
+            if len(blocks) == 1:
+                if everything:
+                    self._fill = 0               # all acknowledged: reuse from the start
+                    blocks[0][0] = 0
+                    return
+                if self._fill < BLOCK:
+                    return                       # still the tail: later appends go into it
+            give(blocks.pop(0)[1])
 
     def get(self, seq: int, n: int) -> bytes | memoryview:
         """``n`` bytes starting at sequence ``seq`` (which must be held): a read-only view into
@@ -105,6 +194,8 @@ class SendBuffer:
                 self._starts.clear()
                 self._first = 0
                 self._base = self._end = 0
+                if self._blocks:
+                    self._release_blocks(1 << 62, True)
                 return n
             base = self._base = self._base + n
             chunks = self._chunks
@@ -118,9 +209,15 @@ class SendBuffer:
                 del starts[:i]
                 i = 0
             self._first = i
+            if self._blocks:
+                self._release_blocks(base, False)
         return n
 
     def clear(self) -> None:
+        for _end, blk in self._blocks:
+            POOL.give(blk)
+        self._blocks = ()
+        self._fill = 0
         self._chunks = ()
         self._starts = ()
         self._first = 0

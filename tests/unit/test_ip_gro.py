@@ -101,6 +101,19 @@ class Conn:
         for k in self.counters:           # the scenarios count from here
             self.counters[k] = 0
 
+    def receive(self, batch: list, now: float) -> None:
+        """Deliver as AfPacketLink does with rx_copy=False: every frame a view into one receive
+        buffer that is overwritten when the batch is over (what the stack keeps, it must copy)."""
+        buf = bytearray(b"".join(f for f, _ in batch))
+        mv = memoryview(buf)
+        views = []
+        off = 0
+        for f, trusted in batch:
+            views.append((mv[off:off + len(f)], trusted))
+            off += len(f)
+        self.core.receive(views, now)
+        buf[:] = b"\xee" * len(buf)
+
     def data(self, payload: bytes, seq: int | None = None, flags: int = ACK | PSH, ts: int | None = None,
              window: int = 512, bad_csum: bool = False) -> bytes:
         s = self.seq if seq is None else seq
@@ -133,7 +146,7 @@ def test_consecutive_segments_merge_into_one_delivery_and_one_ack() -> None:
     data = stream(40 * MSS)
 
     def sc(c: Conn) -> None:
-        c.core.receive([(c.data(data[i:i + MSS]), False) for i in range(0, len(data), MSS)], 0.02)
+        c.receive([(c.data(data[i:i + MSS]), False) for i in range(0, len(data), MSS)], 0.02)
 
     on, off = both(sc)
     assert bytes(on.sink.data) == data
@@ -159,8 +172,8 @@ def test_anything_different_flushes_first_and_order_is_kept() -> None:
                  (c.data(chunks[5], window=600), False),                   # window update
                  (c.data(chunks[6], window=600, flags=ACK), False),        # flags differ
                  (c.data(chunks[7], window=600, flags=ACK), False)]
-        c.core.receive(batch, 0.02)
-        c.core.receive([(c.data(ch, window=600, flags=ACK), False) for ch in chunks[8:]], 0.03)
+        c.receive(batch, 0.02)
+        c.receive([(c.data(ch, window=600, flags=ACK), False) for ch in chunks[8:]], 0.03)
 
     on, off = both(sc)
     assert bytes(on.sink.data) == data
@@ -175,9 +188,9 @@ def test_corrupt_segment_is_counted_and_the_rest_goes_out_of_order() -> None:
         batch = []
         for i, ch in enumerate(chunks):
             batch.append((c.data(ch, bad_csum=(i == 4)), False))
-        c.core.receive(batch, 0.02)
+        c.receive(batch, 0.02)
         # the peer retransmits the corrupted one
-        c.core.receive([(c.data(chunks[4], seq=(Conn.IRS + 1 + 4 * MSS) & 0xFFFFFFFF), False)], 0.03)
+        c.receive([(c.data(chunks[4], seq=(Conn.IRS + 1 + 4 * MSS) & 0xFFFFFFFF), False)], 0.03)
 
     on, _off = both(sc)
     assert bytes(on.sink.data) == data
@@ -191,7 +204,7 @@ def test_merged_batch_larger_than_the_window_falls_back_segment_by_segment() -> 
 
     def mk(gro: bool) -> Conn:
         c = Conn(gro, rcvbuf=16384)
-        c.core.receive([(c.data(data[i:i + MSS]), False) for i in range(0, len(data), MSS)], 0.02)
+        c.receive([(c.data(data[i:i + MSS]), False) for i in range(0, len(data), MSS)], 0.02)
         return c
 
     on, off = mk(True), mk(False)
@@ -208,7 +221,7 @@ def test_fin_rst_and_pure_acks_are_not_merged() -> None:
         batch = [(c.data(data[i:i + MSS]), False) for i in range(0, 3 * MSS, MSS)]
         batch.append((c.data(data[3 * MSS:], flags=ACK | FIN), False))
         batch.append((c.data(b"", flags=ACK), False))
-        c.core.receive(batch, 0.02)
+        c.receive(batch, 0.02)
 
     on, _off = both(sc)
     assert bytes(on.sink.data) == data and on.sink.eof
@@ -234,14 +247,107 @@ def test_random_batches_match_gro_off() -> None:
             batch.append((c.data(data[off:off + n], seq=(base + off) & 0xFFFFFFFF, bad_csum=corrupt,
                                  ts=Conn.TS + (1 if ts_bump else 0)), False))
             if len(batch) >= cut:
-                c.core.receive(batch, t)
+                c.receive(batch, t)
                 batch = []
                 t += 0.001
-        c.core.receive(batch, t)
+        c.receive(batch, t)
         # retransmit everything once (the corrupted ones get through now)
         for off, n, _c, _b, _x in plan:
-            c.core.receive([(c.data(data[off:off + n], seq=(base + off) & 0xFFFFFFFF, ts=Conn.TS + 1), False)], t)
+            c.receive([(c.data(data[off:off + n], seq=(base + off) & 0xFFFFFFFF, ts=Conn.TS + 1), False)], t)
 
     on, _off = both(sc)
     assert bytes(on.sink.data) == data
     assert on.counters["TcpGroMerged"] > 0
+
+
+def test_data_held_while_not_reading_survives_the_link_reusing_its_buffers() -> None:
+    """Not reading: the batch's data stays queued past the batch (pin_rx copies it out of the
+    link's buffers); delivered intact, in order, once reading resumes."""
+    data = stream(30 * MSS, 7)
+    c = Conn(True)
+    c.conn.set_reading(False, 0.015)
+    for k in range(3):
+        part = data[k * 10 * MSS:(k + 1) * 10 * MSS]
+        c.receive([(c.data(part[i:i + MSS]), False) for i in range(0, len(part), MSS)], 0.02 + k / 1000)
+    assert c.sink.data == b"" and c.conn.rx_unread == len(data)
+    assert c.counters["TcpGroMerged"] > 0
+    c.conn.set_reading(True, 0.03)
+    assert bytes(c.sink.data) == data
+
+
+# ---- pure ACKs (a bulk sender's batches): merged into one, as a stretch ACK that keeps the count
+def _ack(c: Conn, ack: int, window: int = 512, ts: int | None = None) -> bytes:
+    hdr = TcpHeader(80, c.lport, c.seq, ack & 0xFFFFFFFF, ACK, window,
+                    TcpOptions(timestamp=(Conn.TS if ts is None else ts, 1)))
+    return frame(hdr)
+
+
+def _sender(gro: bool, nseg: int = 10) -> Conn:
+    c = Conn(gro)
+    c.conn.send(stream(40 * MSS, 8), 0.012)
+    sent = [h for h in out_segments(c.tx) if h.flags & ACK]
+    assert len(sent) == nseg                   # the initial window (RFC 6928: 10 segments)
+    c.tx.clear()
+    return c
+
+
+def test_advancing_pure_acks_merge_into_one_and_keep_the_slow_start_count() -> None:
+    for gro in (True, False):
+        c = _sender(gro)
+        base = (c.iss + 1) & 0xFFFFFFFF
+        seg = c.conn.mss
+        cwnd0 = c.conn.cc.cwnd
+        c.receive([(_ack(c, base + 2 * k * seg), False) for k in range(1, 6)], 0.02)
+        assert c.conn.snd_una == (base + 10 * seg) & 0xFFFFFFFF
+        assert c.counters["InSegs"] == 5
+        assert c.counters["TcpAckMerged"] == (4 if gro else 0)
+        grown = (c.conn.cc.cwnd - cwnd0) // c.conn.cc.mss
+        if gro:
+            # RFC 3465 L = 2 per ACK that arrived: 5 ACKs of 2 segments each, one slow-start step
+            # of 10 segments (as 5 ACKs each followed by a transmission would give)
+            assert grown == 10
+        else:
+            # one by one within the batch, nothing is sent between them: the flight shrinks and
+            # slow start stops once cwnd >= 2 * flight (is_cwnd_limited)
+            assert 0 < grown < 10
+        sent = [h for h in out_segments(c.tx) if h.flags & ACK]
+        assert sent and sent[0].seq == (base + 10 * seg) & 0xFFFFFFFF      # new data, in order
+        assert c.conn.snd_nxt == (c.conn.snd_una + c.conn.cc.cwnd) & 0xFFFFFFFF or c.conn.snd_nxt == (
+            base + len(stream(40 * MSS, 8))) & 0xFFFFFFFF
+
+
+def test_duplicate_acks_are_never_merged_and_still_trigger_fast_retransmit() -> None:
+    res = {}
+    for gro in (True, False):
+        c = _sender(gro)
+        base = (c.iss + 1) & 0xFFFFFFFF
+        c.receive([(_ack(c, base + c.conn.mss), False)] + [(_ack(c, base + c.conn.mss), False) for _ in range(3)], 0.02)
+        assert c.counters["TcpAckMerged"] == 0
+        assert c.conn.ca_state != 0                    # recovery entered on the third duplicate
+        rtx = [h.seq for h in out_segments(c.tx) if h.seq == (base + c.conn.mss) & 0xFFFFFFFF]
+        assert rtx, "the first unacknowledged segment is retransmitted"
+        res[gro] = (c.conn.snd_una, c.counters["InSegs"], [(h.seq, h.flags) for h in out_segments(c.tx)])
+    assert res[True] == res[False]
+
+
+def test_merged_acks_with_a_new_window_take_the_newest_through_the_full_path() -> None:
+    c = _sender(True)
+    base = (c.iss + 1) & 0xFFFFFFFF
+    c.receive([(_ack(c, base + c.conn.mss, window=512), False), (_ack(c, base + 3 * c.conn.mss, window=700), False),
+               (_ack(c, base + 4 * c.conn.mss, window=800), False)], 0.02)
+    assert c.conn.snd_una == (base + 4 * c.conn.mss) & 0xFFFFFFFF
+    assert c.conn.snd_wnd_field == 800
+    assert c.counters["InSegs"] == 3 and c.counters["TcpAckMerged"] == 2
+
+
+def test_an_older_timestamp_or_an_older_ack_is_not_merged() -> None:
+    c = _sender(True)
+    base = (c.iss + 1) & 0xFFFFFFFF
+    c.receive([(_ack(c, base + 2 * c.conn.mss, ts=Conn.TS + 5), False),
+               (_ack(c, base + 3 * c.conn.mss, ts=Conn.TS + 4), False),      # TSval older: PAWS decides alone
+               (_ack(c, base + 4 * c.conn.mss, ts=Conn.TS + 6), False),
+               (_ack(c, base + 1 * c.conn.mss, ts=Conn.TS + 6), False)],     # behind SND.UNA: old, alone
+              0.02)
+    assert c.counters["TcpAckMerged"] == 0
+    assert c.counters["InSegs"] == 4
+    assert c.conn.snd_una == (base + 4 * c.conn.mss) & 0xFFFFFFFF

@@ -67,7 +67,7 @@ def test_usec_rounding_carries_into_seconds() -> None:
 
 def test_pcaplink_records_both_directions_on_virtual_time(tmp_path: Path) -> None:
     clock = SimClock(100.0)
-    net = SimNetwork(clock, seed=1, delay=0.25)
+    net = SimNetwork(clock, seed=1, delay=0.25, volatile_rx=False)   # the test keeps the frames
     a = net.link("a", MAC_A)
     b = net.link("b", MAC_B)
     path = tmp_path / "a.pcap"

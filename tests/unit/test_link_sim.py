@@ -215,7 +215,7 @@ def _valid(f: bytes, v6: bool) -> bool:
 @pytest.mark.parametrize("v6", [False, True])
 def test_sim_gso_segments_like_the_kernel(v6: bool) -> None:
     clock = SimClock()
-    net = SimNetwork(clock, 1)
+    net = SimNetwork(clock, 1, volatile_rx=False)      # the test keeps the frames
     a = net.link("a", MAC_A, vnet=True)
     b = net.link("b", MAC_B, vnet=True)
     got: list = []
@@ -243,7 +243,7 @@ def test_sim_gso_segments_like_the_kernel(v6: bool) -> None:
 
 def test_partial_checksum_completed_without_vnet() -> None:
     clock = SimClock()
-    net = SimNetwork(clock, 1)
+    net = SimNetwork(clock, 1, volatile_rx=False)      # the test keeps the frames
     a = net.link("a", MAC_A)
     b = net.link("b", MAC_B)
     got: list = []
@@ -259,3 +259,28 @@ def test_partial_checksum_completed_without_vnet() -> None:
     while s > 0xFFFF:
         s = (s & 0xFFFF) + (s >> 16)
     assert s == 0xFFFF
+
+
+def test_volatile_rx_frames_are_views_overwritten_after_the_batch() -> None:
+    """The default delivery is AfPacketLink's rx_copy=False contract: a view valid during the
+    callback only (so the stack's tests prove it copies what it keeps)."""
+    clock = SimClock()
+    net = SimNetwork(clock, 1)
+    a = net.link("a", MAC_A)
+    b = net.link("b", MAC_B)
+    seen: list = []
+    kept: list = []
+
+    def on_frames(batch: list) -> None:
+        for f, _ in batch:
+            seen.append(bytes(f))
+            kept.append(f)
+
+    b.open_reader(on_frames)
+    frame = MAC_B + MAC_A + b"\x08\x00" + b"payload"
+    a.send(frame)
+    clock.run()
+    assert seen == [frame]
+    assert type(kept[0]) is memoryview and bytes(kept[0]) == b"\xee" * len(frame)
+    net2 = SimNetwork(SimClock(), 1, volatile_rx=False)
+    assert net2.volatile_rx is False

@@ -45,3 +45,68 @@ def test_get_inside_one_chunk_is_a_view():
     v = sb.get(100 + 10, 1000)
     assert isinstance(v, memoryview) and v.readonly and bytes(v) == data[10:1010]
     assert sb.get(100, len(data)) is data
+
+
+@pytest.mark.parametrize("trial", range(40))
+def test_pooled_blocks_match_model_and_are_reused(trial):
+    """Large reusable-buffer writes go into pool blocks (send_buffer.BlockPool): contents always
+    match a plain model, blocks return to the pool once fully acknowledged, and the caller's
+    buffer is never referenced (it is scribbled over after every append)."""
+    from aiotcpstack.tcp import send_buffer as sbm
+
+    rnd = random.Random(1000 + trial)
+    pool = sbm.BlockPool(keep=8)
+    old = sbm.POOL
+    sbm.POOL = pool
+    try:
+        isn = rnd.getrandbits(32)
+        sb = SendBuffer(isn)
+        ref = bytearray()
+        refseq = isn
+        for step in range(150):
+            op = rnd.random()
+            if op < 0.45:
+                d = bytearray(rnd.randbytes(rnd.choice([3, 700, sbm.POOL_MIN, 70000, sbm.BLOCK + 5, 300000])))
+                sb.append(rnd.choice([d, memoryview(d)]))
+                ref += d
+                d[:] = b"\xa5" * len(d)                  # the caller reuses its buffer
+            elif op < 0.75 and ref:
+                a = rnd.randrange(len(ref))
+                b = min(len(ref), a + rnd.choice([1, 1448, 65160, 300000])) 
+                assert bytes(sb.get((refseq + a) & MASK, b - a)) == bytes(ref[a:b]), (trial, step)
+            elif ref:
+                k = rnd.choice([rnd.randrange(len(ref) + 1), len(ref)])
+                assert sb.ack_to((refseq + k) & MASK) == k
+                del ref[:k]
+                refseq = (refseq + k) & MASK
+            assert len(sb) == len(ref)
+            # blocks held = those with unacknowledged bytes (+ at most the rewound tail block)
+            assert len(sb._blocks) <= (len(ref) + 2 * sbm.BLOCK - 1) // sbm.BLOCK + 1
+        sb.ack_to((refseq + len(ref)) & MASK)
+        assert len(sb._blocks) <= 1
+        sb.clear()
+        assert not sb._blocks and len(pool.free) <= pool.keep
+        made = pool.allocated
+        # steady state: a bulk writer that is acknowledged as it goes allocates nothing new
+        sb2 = SendBuffer(0)
+        seq = 0
+        for _ in range(50):
+            sb2.append(bytearray(sbm.BLOCK))
+            seq += sbm.BLOCK
+            sb2.ack_to(seq & MASK)
+        assert pool.allocated - made <= 1
+    finally:
+        sbm.POOL = old
+
+
+def test_non_byte_formats_and_non_contiguous_views_are_copied_correctly():
+    import array
+
+    sb = SendBuffer(0)
+    a = array.array("H", range(20000))           # 40,000 bytes: the pooled path, cast to bytes
+    sb.append(memoryview(a))
+    nc = memoryview(bytearray(range(256)) * 200)[::2]    # not contiguous: a bytes copy
+    sb.append(nc)
+    want = a.tobytes() + bytes(nc)
+    assert len(sb) == len(want)
+    assert bytes(sb.get(0, len(want))) == want

@@ -128,8 +128,11 @@ class CongestionControl:
             return self.cwnd < 2 * in_flight
         return in_flight + self.mss > self.cwnd
 
-    def on_ack(self, acked_bytes: int, rtt: float | None = None, now: float = 0.0, in_flight: int | None = None) -> None:
-        """An ACK advanced SND.UNA by ``acked_bytes`` (see the module docstring)."""
+    def on_ack(self, acked_bytes: int, rtt: float | None = None, now: float = 0.0, in_flight: int | None = None,
+               acks: int = 1) -> None:
+        """An ACK advanced SND.UNA by ``acked_bytes`` (see the module docstring); ``acks`` > 1: it
+        stands for that many ACKs that arrived together and were merged (ip/gro.py), each of
+        which RFC 3465's slow-start limit L applies to."""
         if acked_bytes <= 0:
             return
         self._acked_any = True
@@ -140,7 +143,7 @@ class CongestionControl:
         if not self.is_cwnd_limited(in_flight):
             return
         if self.in_slow_start:
-            acked_bytes = self._slow_start(acked_bytes)
+            acked_bytes = self._slow_start(acked_bytes, acks)
             if acked_bytes <= 0:
                 return
         self._cong_avoid(acked_bytes, now)
@@ -231,7 +234,7 @@ class CongestionControl:
 
     # ------------------------------------------------------------------ algorithm hooks
 
-    def _slow_start(self, acked_bytes: int) -> int:
+    def _slow_start(self, acked_bytes: int, acks: int = 1) -> int:
         """RFC 5681 3.1 + RFC 3465 (L = ``abc_limit``): grow by min(acked, L*SMSS), capped at ssthresh.
 
         Returns the acked bytes left over once cwnd reached ssthresh (Linux ``tcp_slow_start``
@@ -239,7 +242,7 @@ class CongestionControl:
         """
         inc = acked_bytes
         if self.abc_limit:
-            inc = min(inc, self.abc_limit * self.mss)
+            inc = min(inc, self.abc_limit * self.mss * acks)
         room = self.ssthresh - self.cwnd
         if inc <= room:
             self.cwnd += inc
