@@ -171,6 +171,9 @@ class Row:
     ours_errors: list[str]
     runs: int
     goals: list[GoalResult] = dataclasses.field(default_factory=list)
+    #: ours ÷ kernel of the app process's CPU time for the same work (``extra.cpu_seconds``),
+    #: median of the per-run pairs: on a shared machine steadier than the rates themselves
+    cpu_ratio: Stat | None = None
 
     @property
     def title(self) -> str:
@@ -186,6 +189,7 @@ class Row:
                 "kernel": self.kernel.as_dict() if self.kernel else None,
                 "ours": self.ours.as_dict() if self.ours else None,
                 "ratio": self.ratio.as_dict() if self.ratio else None,
+                "cpu_ratio": self.cpu_ratio.as_dict() if self.cpu_ratio else None,
                 "kernel_errors": self.kernel_errors, "ours_errors": self.ours_errors, "runs": self.runs,
                 "failed": self.failed, "goals": [g.as_dict() for g in self.goals]}
 
@@ -245,6 +249,10 @@ def build_rows(measurements: list[dict], goals: list[Goal] | None = None,
         row = Row(metric, off, lp, unit, hib, summarize(kv.values()), summarize(ov.values()),
                   summarize(pair_ratios(kv, ov)), _first_errors(k), _first_errors(o),
                   runs=max(len({m["run"] for m in k}), len({m["run"] for m in o})))
+        kc = {m["run"]: (m.get("extra") or {}).get("cpu_seconds") for m in k if m.get("value") is not None}
+        oc = {m["run"]: (m.get("extra") or {}).get("cpu_seconds") for m in o if m.get("value") is not None}
+        row.cpu_ratio = summarize(pair_ratios({r: v for r, v in kc.items() if v is not None},
+                                              {r: v for r, v in oc.items() if v is not None}))
         row.goals = [evaluate_goal(g, row) for g in goals if g.applies(metric, off, lp)]
         rows.append(row)
     return rows
@@ -325,10 +333,12 @@ def render_markdown(rows: list[Row], meta: dict[str, Any] | None = None) -> str:
         lines.append(", ".join(info))
         lines.append("")
     lines.append("Ratios are ours ÷ kernel: median of per-run pairs (min–max). "
-                 "Values: median (min–max) over runs.")
+                 "Values: median (min–max) over runs. CPU: ours ÷ kernel of the app process's CPU "
+                 "time (user + system) for the same work, per-run pairs; the kernel's TCP work "
+                 "done in softirq on the other CPU is not in its app's time.")
     lines.append("")
-    lines.append("| workload | offloads | loop | kernel | ours | ours ÷ kernel | goal |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("| workload | offloads | loop | kernel | ours | ours ÷ kernel | CPU ours ÷ kernel | goal |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ours = fmt_stat(r.ours, r.unit)
         if r.failed:
@@ -340,7 +350,9 @@ def render_markdown(rows: list[Row], meta: dict[str, Any] | None = None) -> str:
             kern = "FAILED: " + _md_escape(r.kernel_errors[0])
         rat = "FAILED" if r.failed else fmt_ratio(r.ratio)
         arrow = "↑" if r.higher_is_better else "↓"
-        lines.append(f"| {r.metric} {arrow} | {r.offloads} | {r.loop} | {kern} | {ours} | {rat} | {_goal_cell(r)} |")
+        cpu = fmt_ratio(r.cpu_ratio) if r.cpu_ratio is not None else "—"
+        lines.append(f"| {r.metric} {arrow} | {r.offloads} | {r.loop} | {kern} | {ours} | {rat} | {cpu} "
+                     f"| {_goal_cell(r)} |")
     lines.append("")
     summary = goal_summary(rows)
     if summary:

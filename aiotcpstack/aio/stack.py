@@ -506,8 +506,9 @@ class Stack:
         """``core.pick_port``: a pre-reserved ephemeral port (bound in the kernel, guarded), or
         None.  The core claims it through ``_reserve_port``."""
         pool = self._pool
-        if pool and self._pool_addr != self._resv_addr():
-            self._drain_pool()            # an IPv6 address came: v4-only reservations do not hold v6
+        if pool and self._pool_addr != ("::" if self._has_v6 and not self._no_v6_sockets else "0.0.0.0"):
+            # (_resv_addr, inline) an IPv6 address came: v4-only reservations do not hold v6
+            self._drain_pool()
         if not pool:
             self._refill_pool()
         for port in pool:
@@ -721,6 +722,36 @@ class Stack:
             interleave = 1           # RFC 8305 "First Address Family Count"
         if host is None and port is None:
             raise ValueError("host and port was not specified and no sock specified")
+        info = _INFO_CACHE.get((host, port, family, proto)) if type(host) is str and type(port) is int else None
+        if info is not None and not ssl and local_addr is None and happy_eyeballs_delay is None \
+                and not all_errors:
+            # the common case -- a numeric address seen before, one attempt, no TLS -- without
+            # the general path's coroutine layers (_ensure_resolved, _connect_sock, _connect_one,
+            # _finish_connection: a frame, a coroutine object and an await each per connection).
+            # Same steps, same outcome: with one address and no ``all_errors`` the general path
+            # re-raises the one attempt's exception object as it is.
+            address = info[4]
+            rip = _ip_bytes(address[0])
+            if rip is not None:
+                rport = address[1]
+                transport = self._open(loop, rip, rport, None, None)
+                try:
+                    await transport._established_waiter
+                except BaseException as exc:
+                    new = self._open_failed(transport, exc, rip, rport)
+                    if new is None:
+                        raise
+                    raise new from None
+                transport._established_waiter = None
+                try:
+                    protocol = protocol_factory()
+                    waiter = loop.create_future()
+                    transport._start(protocol, waiter)
+                    await waiter
+                except BaseException:
+                    transport.close()
+                    raise
+                return transport, protocol
         infos = await _ensure_resolved(loop, host, port, family, proto, flags)
         if not infos:
             raise OSError("getaddrinfo() returned empty list")
@@ -818,29 +849,46 @@ class Stack:
             my_exceptions.append(exc)
             raise
 
-    async def _connect_one(self, loop: asyncio.AbstractEventLoop, rip: bytes, rport: int,
-                           lip: bytes | None, lport: int | None) -> TcpTransport:
+    def _open(self, loop: asyncio.AbstractEventLoop, rip: bytes, rport: int, lip: bytes | None,
+              lport: int | None) -> TcpTransport:
+        """Start an active open: the transport, its connection (the SYN is sent) and the waiter
+        the handshake resolves (``transport._established_waiter``; ``tcp_established`` sets it,
+        ``tcp_closed`` fails it)."""
         transport = TcpTransport(self, loop)
-        waiter = loop.create_future()
-        transport._established_waiter = waiter
+        transport._established_waiter = loop.create_future()
         conn = self.core.connect(rip, rport, transport, loop.time(), lip=lip, lport=lport)
         transport._attach(conn)
         self._transports.add(transport)
         self._kick()
-        try:
-            await waiter
-        except asyncio.CancelledError:
+        return transport
+
+    def _open_failed(self, transport: TcpTransport, exc: BaseException, rip: bytes,
+                     rport: int) -> BaseException | None:
+        """The handshake of ``_open`` failed with ``exc`` (or the wait was cancelled): clean up;
+        returns the exception to raise instead (``from None``), or None to re-raise ``exc``."""
+        if isinstance(exc, asyncio.CancelledError):
             transport._established_waiter = None
             transport.abort()
-            raise
-        except OSError as exc:
+            return None
+        if isinstance(exc, OSError):
             self._transports.discard(transport)
             if exc.errno is not None and exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
                 # (EADDRNOTAVAIL: our address was removed meanwhile; that message says so)
                 # as the selector loop's sock_connect: OSError(SO_ERROR, 'Connect call failed <addr>')
                 # (OSError() picks the errno's subclass: ConnectionRefusedError, TimeoutError, ...)
-                raise OSError(exc.errno, f"Connect call failed {sockaddr(rip, rport)}") from None
-            raise
+                return OSError(exc.errno, f"Connect call failed {sockaddr(rip, rport)}")
+        return None
+
+    async def _connect_one(self, loop: asyncio.AbstractEventLoop, rip: bytes, rport: int,
+                           lip: bytes | None, lport: int | None) -> TcpTransport:
+        transport = self._open(loop, rip, rport, lip, lport)
+        try:
+            await transport._established_waiter
+        except BaseException as exc:
+            new = self._open_failed(transport, exc, rip, rport)
+            if new is None:
+                raise
+            raise new from None
         transport._established_waiter = None
         return transport
 
@@ -861,8 +909,7 @@ class Stack:
                 transport._start(ssl_proto)
                 await waiter
                 return ssl_proto._app_transport, protocol
-            transport._start(protocol)
-            loop.call_soon(_set_result_unless_done, waiter)
+            transport._start(protocol, waiter)     # connection_made, then the waiter (as asyncio)
             await waiter
         except BaseException:
             transport.close()
@@ -963,9 +1010,6 @@ class Stack:
     def _server_closed(self, server: Server) -> None:
         self._servers.discard(server)
 
-    def _transport_done(self, transport: TcpTransport) -> None:
-        self._transports.discard(transport)
-
     # ------------------------------------------------------------------ introspection
     def connections(self) -> list[dict[str, Any]]:
         out = []
@@ -992,11 +1036,6 @@ class Stack:
     def __repr__(self) -> str:
         mode = f"dedicated {self.address}" if self.dedicated else "shared"
         return f"<aiotcpstack.Stack {self.interface} netns={self.netns} {mode}>"
-
-
-def _set_result_unless_done(fut: asyncio.Future) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _addr_pair(item: Any) -> tuple[bytes, int]:

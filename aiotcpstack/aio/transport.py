@@ -68,35 +68,41 @@ class TcpTransport(asyncio.Transport):
     #: ``set_protocol`` around ``pause_reading``/``resume_reading``, which we support)
     _start_tls_compatible = True
 
+    # Per-connection state that starts out the same for every transport: class-level defaults,
+    # shadowed by an instance attribute on the first assignment (a transport is made per
+    # connection: ~20 fewer stores in __init__ and a smaller instance dict while they hold).
+    _in_context = False
+    _pseudo_sock: Any = None
+    _protocol: Any = None
+    _buffered = False
+    _made = False                 # connection_made has run
+    _pending: list[Any] | tuple = ()   # events held until connection_made: bytes | "eof" (list on first use)
+    _closing = False
+    _lost = False                 # connection_lost called (or scheduled)
+    _conn_done = False            # tcp_closed seen
+    _reading = True
+    _writing_paused = False
+    _high = 64 * 1024
+    _low = 16 * 1024
+    _established_waiter: asyncio.Future | None = None
+    _made_waiter: asyncio.Future | None = None    # create_connection's: set after connection_made
+    _eof_received = False
+    _names: tuple | None = None   # (sockname, peername), made on first use
+    _sndbuf = 0
+    _sndbuf_max = 0
+
     def __init__(self, stack: Any, loop: asyncio.AbstractEventLoop, conn: Any = None,
                  server: Any = None, context: contextvars.Context | None = None) -> None:
-        super().__init__(extra=_NO_EXTRA)
+        # (asyncio.BaseTransport.__init__ only stores ``_extra``: set directly, one call less)
+        self._extra = _NO_EXTRA
         # the contextvars context every protocol callback runs in (as a selector transport's
         # reader handle): the caller's for create_connection, the server's creation context
         # (a copy per connection) for accepted ones -- never the packet reader's shared one
         self._context = contextvars.copy_context() if context is None else context
-        self._in_context = False
-        self._pseudo_sock: Any = None
         self._stack = stack
         self._loop = loop
         self._conn = conn
         self._server = server
-        self._protocol: Any = None
-        self._buffered = False
-        self._made = False            # connection_made has run
-        self._pending: list[Any] | tuple = ()  # events held until connection_made: bytes | "eof" (list on first use)
-        self._closing = False
-        self._lost = False            # connection_lost called (or scheduled)
-        self._conn_done = False       # tcp_closed seen
-        self._reading = True
-        self._writing_paused = False
-        self._high = 64 * 1024
-        self._low = 16 * 1024
-        self._established_waiter: asyncio.Future | None = None
-        self._eof_received = False
-        self._names: tuple | None = None     # (sockname, peername), made on first use
-        self._sndbuf = 0
-        self._sndbuf_max = 0
 
     # ---------------------------------------------------------------- wiring (aio internal)
     def _attach(self, conn: Any) -> None:
@@ -106,32 +112,51 @@ class TcpTransport(asyncio.Transport):
         self._sndbuf = getattr(cfg, "sndbuf", 0) if cfg is not None else 0
         self._sndbuf_max = max(self._sndbuf, getattr(cfg, "sndbuf_max", 0) if cfg is not None else 0)
 
-    def _start(self, protocol: Any) -> None:
-        """Set the protocol and schedule ``connection_made`` (like the selector transports)."""
-        self.set_protocol(protocol)
+    def _start(self, protocol: Any, waiter: asyncio.Future | None = None) -> None:
+        """Set the protocol and schedule ``connection_made`` (like the selector transports).
+
+        ``waiter`` (create_connection's) gets its result right after ``connection_made``:
+        asyncio's ``_SelectorSocketTransport.__init__`` schedules ``connection_made`` and then,
+        as the next ready callback, ``_set_result_unless_cancelled(waiter)``; setting it at the
+        end of the same callback is the same order (nothing can run between two adjacent ready
+        callbacks) with one ``Handle`` less per connection."""
+        self._protocol = protocol                           # (set_protocol, inline)
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        if waiter is not None:
+            self._made_waiter = waiter
         self._loop.call_soon(self._connection_made, context=self._context)
 
     def _connection_made(self) -> None:
         try:
-            self._protocol.connection_made(self)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal(exc, "connection_made() failed")
-            return
-        self._made = True
-        if self._server is not None:
-            self._server._attach(self)
-        pending, self._pending = self._pending, ()
-        for item in pending:
-            if self._lost:
-                break
-            if item == "eof":
-                self._deliver_eof()
-            elif isinstance(item, tuple):
-                self._call_lost(item[1])
-            else:
-                self._deliver(item)
+            try:
+                self._protocol.connection_made(self)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal(exc, "connection_made() failed")
+                return
+            self._made = True
+            if self._server is not None:
+                self._server._attach(self)
+            pending = self._pending
+            if not pending:
+                return
+            self._pending = ()
+            for item in pending:
+                if self._lost:
+                    break
+                if item == "eof":
+                    self._deliver_eof()
+                elif isinstance(item, tuple):
+                    self._call_lost(item[1])
+                else:
+                    self._deliver(item)
+        finally:
+            w = self._made_waiter
+            if w is not None:
+                self._made_waiter = None
+                if not w.done():
+                    w.set_result(None)
 
     def _hold(self, item: Any) -> None:
         if not self._pending:
@@ -281,8 +306,9 @@ class TcpTransport(asyncio.Transport):
         self._conn_done = True
         if exc is not None:
             exc = errno_exception(exc, self._peer)
-        if self._stack is not None:
-            self._stack._transport_done(self)
+        stack = self._stack
+        if stack is not None:
+            stack._transports.discard(self)       # (Stack._transport_done, inline)
         w = self._established_waiter
         if w is not None and not w.done():
             w.set_exception(exc if exc is not None else ConnectionResetError(errno.ECONNRESET, "Connection reset"))
@@ -322,7 +348,8 @@ class TcpTransport(asyncio.Transport):
             if self._server is not None:
                 self._server._detach(self)
                 self._server = None
-            self._stack_kick()
+            # (no stack kick here: nothing above touches the timer wheel, and every API call
+            # the protocol made from connection_lost -- write, close, abort, ... -- kicked itself)
 
     def _stack_kick(self) -> None:
         if self._stack is not None:
@@ -403,13 +430,15 @@ class TcpTransport(asyncio.Transport):
         self._reading = False
         conn = self._conn
         if conn is not None and not self._conn_done:
-            if self.get_write_buffer_size() > 0:
+            # (the write buffer is what lies beyond the socket's send buffer, at least
+            # ``_sndbuf``: a queue within it needs no get_write_buffer_size call)
+            if conn.send_buffer_size > self._sndbuf and self.get_write_buffer_size() > 0:
                 # like a selector transport with a non-empty buffer: the socket (our FIN) is
                 # closed once the buffer has drained, and write() keeps appending until then
                 # (sslproto writes its close_notify after close() when writing was paused)
                 self._close_pending = True
             else:
-                conn.close(self._now())
+                conn.close(self._loop.time())
                 self._stack_kick()
         # As _SelectorTransport.close(): connection_lost(None) as soon as our own buffer is
         # empty, i.e. everything was handed to TCP (our "kernel socket").  The FIN handshake and
@@ -417,7 +446,8 @@ class TcpTransport(asyncio.Transport):
         # stack lingers for such orphans before it shuts down: Stack.linger_orphans); the
         # protocol is dropped then, so nothing (an SSL context) is kept alive by the transport.
         if not self._lost and (self._conn_done or not self._close_pending):
-            self._call_lost(None)
+            self._lost = True                               # (_call_lost(None), inline)
+            self._loop.call_soon(self._connection_lost, None, context=self._context)
 
     @property
     def is_orphan(self) -> bool:

@@ -70,6 +70,8 @@ _HP_TS_WORD = 0x0101080A
 _TCP_TS_PACK = struct.Struct("!HHIIHHHHIII").pack     # TCP header + NOP,NOP,TS (output_ts)
 _IP4_PACK = _IP4.pack
 _W2 = struct.Struct("!HH").unpack                       # an IPv4 address as two 16-bit words
+#: (lip, rip) -> Route's (_psb, _ipb) header-sum constants (pure functions of the pair), bounded
+_ROUTE_SUMS: dict[tuple[bytes, bytes], tuple[int, int]] = {}
 _from_bytes = int.from_bytes
 _HP_FLAGS = ~PSH & 0xFF                                  # only ACK (and PSH) may be set
 _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
@@ -118,9 +120,18 @@ class Route:
         self.conn: Any = None
         # header-template constants for output_ts: the pseudo-header sum of the addresses and
         # protocol (RFC 9293 3.1 / RFC 8200 8.1, mod-0xffff form) and, for IPv4, the sum of the
-        # header words that never change (version/IHL, DF, TTL 64 + protocol, addresses)
-        self._psb = (((_from_bytes(lip, "little") + _from_bytes(rip, "little")) % 0xFFFF) << 8) + IPPROTO_TCP
-        self._ipb = 0 if self.v6 else (0x4500 + 0x4000 + 0x4006 + sum(_W2(lip)) + sum(_W2(rip)))
+        # header words that never change (version/IHL, DF, TTL 64 + protocol, addresses) --
+        # the same for every connection of an address pair: computed once per pair
+        key = (lip, rip) if type(lip) is bytes and type(rip) is bytes else None   # (hashable)
+        sums = _ROUTE_SUMS.get(key) if key is not None else None
+        if sums is None:
+            sums = ((((_from_bytes(lip, "little") + _from_bytes(rip, "little")) % 0xFFFF) << 8) + IPPROTO_TCP,
+                    0 if self.v6 else (0x4500 + 0x4000 + 0x4006 + sum(_W2(lip)) + sum(_W2(rip))))
+            if key is not None:
+                if len(_ROUTE_SUMS) >= 1024:
+                    _ROUTE_SUMS.clear()
+                _ROUTE_SUMS[key] = sums
+        self._psb, self._ipb = sums
 
     def limit(self) -> int:
         """Largest TCP header-options + payload size a segment may have (min of our link MSS and
@@ -757,7 +768,7 @@ class NetworkCore:
             if g is not None:
                 if (hp_opts and seq == g.next_seq and sport == g.sport and dport == g.dport and ack == g.ack
                         and window == g.window and flags == g.flags and tsval == g.tsval and tsecr == g.tsecr
-                        and src == g.src and dst == g.dst and len(seg) > doff << 2):
+                        and src == g.src and dst == g.dst and len(seg) > doff << 2 and g.nbytes):
                     p = seg[doff << 2:]
                     g.parts.append(p)
                     n = len(p)
@@ -1125,10 +1136,23 @@ class NetworkCore:
             self._isn = IsnGenerator(self.secret)
         return self._isn
 
+    #: (generator, {(lip, rip): offset}): the per-address-pair TSval offsets already computed
+    #: (a keyed BLAKE2s each; connections to one peer all share it), bounded, per generator
+    _ts_off_cache: tuple[Any, dict] | None = None
+
     def _ts_offset(self, lip: bytes, lport: int, rip: bytes, rport: int) -> int:
-        gen = self._isn_gen()
+        gen = self._isn if self._isn is not None else self._isn_gen()
+        cache = self._ts_off_cache
+        if cache is not None and cache[0] is gen:
+            off = cache[1].get((lip, rip))
+            if off is not None:
+                return off
         if hasattr(gen, "ts_offset"):
-            return gen.ts_offset(lip, rip)       # per address pair, like Linux's tsoffset
+            off = gen.ts_offset(lip, rip)       # per address pair, like Linux's tsoffset
+            if cache is None or cache[0] is not gen or len(cache[1]) >= 1024:
+                cache = self._ts_off_cache = (gen, {})
+            cache[1][(lip, rip)] = off
+            return off
         h = hashlib.blake2b(lip + rip + struct.pack("!HH", lport, rport), digest_size=4,
                             key=self.secret[:64], person=b"tsoff")
         return int.from_bytes(h.digest(), "big")
@@ -1173,23 +1197,36 @@ class NetworkCore:
         return n
 
     def new_connection(self, lip: bytes, lport: int, rip: bytes, rport: int, handler: Any, now: float,
-                       config: TcpConfig | None = None, peer_syn: TcpHeader | None = None) -> Any:
-        """Create a connection for the 4-tuple, with its route, and put it in the demux table."""
+                       config: TcpConfig | None = None, peer_syn: TcpHeader | None = None, *,
+                       port_held: bool = False, next_hop: bytes | None = None) -> Any:
+        """Create a connection for the 4-tuple, with its route, and put it in the demux table.
+
+        ``port_held``: the caller holds a reference to ``lport`` (``allocate_port``'s) and hands
+        it to the connection -- given back here if no connection is made.  ``next_hop``: the
+        caller's route lookup for ``rip`` (``connect`` has just made it)."""
         TcpConnection = self.connection_factory
         if TcpConnection is None:
             from ..tcp.connection import TcpConnection
             self.connection_factory = TcpConnection
-        lip = bytes(lip)
-        rip = bytes(rip)
+        if type(lip) is not bytes:
+            lip = bytes(lip)
+        if type(rip) is not bytes:
+            rip = bytes(rip)
         key = (lip, lport, rip, rport)
-        if key in self.demux.conns:
-            raise OSError(errno.EADDRINUSE, "Address already in use")
-        self._check_max_connections()          # (robustness issue) config.max_connections
-        self._use_port(lport)
-        route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        try:
+            if key in self.demux.conns:
+                raise OSError(errno.EADDRINUSE, "Address already in use")
+            self._check_max_connections()          # (robustness issue) config.max_connections
+        except BaseException:
+            if port_held:
+                self._unuse_port(lport)
+            raise
+        if not port_held:
+            self._use_port(lport)
+        route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip) if next_hop is None else next_hop))
         if peer_syn is not None and peer_syn.options.mss:
             route.peer_mss = peer_syn.options.mss
-        iss = self._isn_gen().isn(lip, lport, rip, rport, now)
+        iss = (self._isn if self._isn is not None else self._isn_gen()).isn(lip, lport, rip, rport, now)
         return self._add_conn(key, lport, route, lambda: TcpConnection(
             config=self.config_for(rip, config), wheel=self.wheel, counters=self.counters,
             local=(lip, lport), remote=(rip, rport), iss=iss, output=route.output, handler=handler,
@@ -1221,7 +1258,8 @@ class NetworkCore:
                 lport: int | None = None, config: TcpConfig | None = None) -> Any:
         """Active open: allocate the local side, create the connection and send the SYN."""
         self.now = now
-        rip = bytes(rip)
+        if type(rip) is not bytes:
+            rip = bytes(rip)
         if lip is None or lip == ANY:
             lip = self.routing.source_for(rip)
         elif lip not in self.local_v4 and lip not in self.local_v6:
@@ -1230,13 +1268,15 @@ class NetworkCore:
             # RFC 9293 MUST-46: an OPEN to a broadcast/multicast address is an error (Linux's
             # tcp_v4_connect answers ENETUNREACH for a broadcast or multicast route)
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
-        self.routing.lookup(rip)          # ENETUNREACH early
+        entry = self.routing.lookup(rip)          # ENETUNREACH early
+        nh = entry.gateway if entry.gateway is not None else rip     # (routing.next_hop)
         if not lport:
             lport = self.allocate_port(lip, rip, rport)
-            conn = self.new_connection(lip, lport, rip, rport, handler, now, config)
-            self._unuse_port(lport)      # allocate_port took a provisional reference
+            # allocate_port's reference becomes the connection's (or is given back)
+            conn = self.new_connection(lip, lport, rip, rport, handler, now, config, port_held=True,
+                                       next_hop=nh)
         else:
-            conn = self.new_connection(lip, lport, rip, rport, handler, now, config)
+            conn = self.new_connection(lip, lport, rip, rport, handler, now, config, next_hop=nh)
         conn.connect(now)
         return conn
 

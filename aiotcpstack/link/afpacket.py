@@ -8,9 +8,12 @@ Design notes (why it looks like this):
 * ``PACKET_VNET_HDR`` gives us the kernel's checksum state (veth frames are CHECKSUM_PARTIAL: the
   local kernel never computed the checksum, so verifying it in Python would *fail*, not just waste
   time) and lets us send 64 KB TSO super-frames that the kernel segments and checksums.
-* Receive is batched: one ``add_reader`` callback drains up to ``batch`` frames with ``recv_into``
-  until ``EAGAIN`` and hands them to ``on_frames`` at once (NAPI-style), so the stack can do its
-  per-batch work (one ACK, one delivery per connection) once.
+* Receive is batched: one ``add_reader`` callback takes up to ``batch`` frames and hands them to
+  ``on_frames`` at once (NAPI-style), so the stack can do its per-batch work (one ACK, one
+  delivery per connection) once.  Where it can be set up the frames come from a TPACKET_V2
+  receive ring (ring.py: no syscall while frames wait, the kernel copies each frame once, in
+  the softirq that delivers it), else from one ``recvmmsg`` (mmsg.py), else from ``recv_into``
+  until ``EAGAIN``.
 * Receive buffers are ``RX_BUFFER_SIZE`` (> 64 KB) because veth passes GRO/TSO super-frames up to
   packet sockets unsegmented, even at MTU 1500.
 * Network namespaces are per *thread*: ``setns`` is done in the calling thread and always undone,
@@ -30,6 +33,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from . import bpf
 from . import mmsg as _mmsg
+from . import ring as _ring
 from .base import (
     ETH_HLEN,
     GSO_ECN,
@@ -153,8 +157,11 @@ class AfPacketLink(Link):
     ``bpf_filter``: a program from :func:`aiotcpstack.link.bpf.build_filter` (list of
     ``(code, jt, jf, k)``); by default only IPv4/IPv6/ARP frames for our MAC, broadcast or
     multicast pass.  ``local_ipv4``/``local_ipv6``/``tcp_ports`` narrow the default filter.
-    ``rx_copy``: deliver frames as ``bytes`` (safe to keep) rather than memoryviews into buffers
-    that are reused after ``on_frames`` returns.
+    ``rx_copy``: deliver frames as ``bytes`` (safe to keep) rather than memoryviews into the
+    link's receive buffers, which stay valid -- bytes unchanged -- until the next :meth:`poll`
+    begins (or :meth:`close`).  ``rx_ring``: receive through a TPACKET_V2 ring of about
+    ``rx_ring_bytes`` (None: where supported, see ring.py; False: ``recvmmsg``, or
+    ``recv_into`` with ``rx_mmsg=False``).
 
     Loopback (``lo``): works, with zero MACs and no ARP.  lo hands every frame we send straight
     back to us as PACKET_HOST; those echoes are recognised and dropped (``stats.extra
@@ -182,6 +189,10 @@ class AfPacketLink(Link):
         sndbuf: int = 4 << 20,
         rx_copy: bool = True,
         rx_mmsg: bool = True,
+        rx_ring: Optional[bool] = None,
+        # ~10,000 MTU slots: a connection burst (500 clients' handshakes at once under load)
+        # overflowed 4 MiB where the 32 MB socket buffer of the recvmmsg path held it
+        rx_ring_bytes: int = 16 << 20,
     ) -> None:
         self.name = interface
         self.netns = netns
@@ -213,13 +224,20 @@ class AfPacketLink(Link):
         hdr = VNET_HDR_LEN if self.vnet else 0
         self._hdr = hdr
         self._fd = sock.fileno()
-        # one recvmmsg per batch where libc has it (mmsg.py), else one recv_into per frame
-        self._mm = _mmsg.make(self.batch, RX_BUFFER_SIZE) if rx_mmsg else None
+        # A TPACKET_V2 receive ring where it can be set up (ring.py; rx_ring=None: where
+        # supported), else one recvmmsg per batch where libc has it (mmsg.py), else one recv_into
+        # per frame.  With the ring, self._views only receive the frames too big for a ring slot
+        # (TP_STATUS_COPY); their pages are touched only when used.
+        self._ring: Optional[_ring.RxRing] = None
+        if rx_ring or rx_ring is None:
+            self._ring = _ring.make(sock, self.mtu, self.vnet, rx_ring_bytes)
+        self._mm = _mmsg.make(self.batch, RX_BUFFER_SIZE) if rx_mmsg and self._ring is None else None
         if self._mm is not None:
             self._views = self._mm.views
         else:
-            self._views = [memoryview(bytearray(RX_BUFFER_SIZE)) for _ in range(self.batch)]
-        self._drain_queued()
+            self._views = _mmsg.slots(self.batch, RX_BUFFER_SIZE)
+        if self._ring is None:
+            self._drain_queued()     # (installing the ring purged the queue already)
 
     # ------------------------------------------------------------------------------------------
     def _setup(
@@ -326,13 +344,16 @@ class AfPacketLink(Link):
         """Drain one batch (up to ``batch`` frames) and deliver it; returns the number delivered.
 
         This is the ``add_reader`` callback; tests and blocking users may call it directly.
-        The batch is read with one ``recvmmsg`` (mmsg.py) or, where libc has none, one
-        ``recv_into`` per slot until ``EAGAIN``; either way slot ``i`` of ``self._views`` then
-        holds a frame of ``lengths[i]`` bytes (0: nothing usable in that slot).
+        With the receive ring see :meth:`_poll_ring`.  Otherwise the batch is read with one
+        ``recvmmsg`` (mmsg.py) or, where libc has none, one ``recv_into`` per slot until
+        ``EAGAIN``; either way slot ``i`` of ``self._views`` then holds a frame of ``lengths[i]``
+        bytes (0: nothing usable in that slot), untouched until the next poll.
         """
         sock = self._sock
         if sock is None:
             return 0
+        if self._ring is not None:
+            return self._poll_ring()
         mm = self._mm
         if mm is not None:
             try:
@@ -342,8 +363,7 @@ class AfPacketLink(Link):
                 return 0
             if not got:
                 return 0
-            length = mm.length
-            lengths = [length(i) for i in range(got)]
+            lengths = mm.lengths(got)
         else:
             recv_into = sock.recv_into
             lengths = []
@@ -372,39 +392,124 @@ class AfPacketLink(Link):
             return False
         raise e
 
-    def _deliver_slots(self, lengths: list[int]) -> int:
+    def _deliver_slots(self, lengths: Sequence[int]) -> int:
         """Strip the vnet header from the filled slots, drop truncated frames and loopback echoes
-        of our own, copy (``rx_copy``) and hand the batch to ``on_frames`` once."""
+        of our own, copy (``rx_copy``) and hand the batch to ``on_frames`` once.
+
+        Per frame this is the hot loop of the recvmmsg path: no ``enumerate``/``bool()`` calls,
+        the trusted flag is a comparison (NEEDS_CSUM | DATA_VALID in the vnet flags byte)."""
         stats = self.stats
         hdr = self._hdr
         vnet = self.vnet
         copy = self.rx_copy
         own = self._own
-        views = self._views
         out: list[RxItem] = []
         nbytes = 0
-        for i, n in enumerate(lengths):
-            if n > RX_BUFFER_SIZE:
-                stats.rx_truncated += 1
+        for view, n in zip(self._views, lengths):
+            if n <= hdr or n > RX_BUFFER_SIZE:
+                if n > RX_BUFFER_SIZE:
+                    stats.rx_truncated += 1
                 continue
-            if n <= hdr:
-                continue
-            view = views[i]
-            trusted = False
-            if vnet:
-                trusted = bool(view[0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID))
             frame = view[hdr:n]
             if own and self._own_echo(frame):
                 continue
-            nbytes += n - hdr
-            out.append((bytes(frame) if copy else frame, trusted))
+            nbytes += n
+            out.append((frame.tobytes() if copy else frame, vnet and view[0] & _VNET_TRUSTED != 0))
+        return self._deliver(out, nbytes - hdr * len(out))
+
+    def _deliver(self, out: list[RxItem], nbytes: int) -> int:
+        """Count the batch and hand it to ``on_frames`` (once per poll, NAPI-style)."""
         if out:
+            stats = self.stats
             stats.rx_frames += len(out)
             stats.rx_bytes += nbytes
             stats.rx_batches += 1
             if self._on_frames is not None:
                 self._on_frames(out)
         return len(out)
+
+    def _poll_ring(self) -> int:
+        """:meth:`poll` with the receive ring (ring.py): no syscall while frames wait.
+
+        THE RECEIVE CONTRACT: with ``rx_copy=False`` the frames are memoryviews into ring slots,
+        which stay ours -- bytes unchanged -- until the next poll begins, which hands them back to
+        the kernel first thing (or :meth:`close`).  With ``rx_copy=True`` the frames are copied
+        out, so the slots go back at once and the kernel can refill them while the batch is
+        processed.  While slots are held, ``packet_poll`` reports the socket readable (the slot
+        before the kernel's head is not TP_STATUS_KERNEL), so the loop calls us again right after
+        the batch: that call releases them and looks for more."""
+        ring = self._ring
+        assert ring is not None
+        released = ring.release() if ring.held else 0
+        copy = self.rx_copy
+        out = ring.take(self.batch, copy, len(self._views))
+        nbytes = ring.last_bytes
+        if ring.copies:
+            extra = self.stats.extra
+            extra["rx_ring_copies"] = extra.get("rx_ring_copies", 0) + len(ring.copies)
+            nbytes += self._recv_copies(out, ring.copies)
+        if copy:
+            ring.release()
+        if ring.truncated:
+            self.stats.rx_truncated += ring.truncated
+            ring.truncated = 0
+        if not out:
+            if not released:
+                self._check_error()
+            return 0
+        if self._own:
+            kept = [item for item in out if not self._own_echo(item[0])]
+            if len(kept) != len(out):
+                nbytes -= sum(len(item[0]) for item in out) - sum(len(item[0]) for item in kept)
+                out = kept
+        return self._deliver(out, nbytes)
+
+    def _recv_copies(self, out: list[Any], where: list[int]) -> int:
+        """Read the frames the ring only has a truncated head of (TP_STATUS_COPY: the kernel
+        queued the whole frame on the socket, in ring order) into ``self._views`` and put them
+        at their places in ``out``; placeholders that cannot be filled are removed.  Returns the
+        bytes delivered."""
+        sock = self._sock
+        assert sock is not None
+        hdr = self._hdr
+        vnet = self.vnet
+        copy = self.rx_copy
+        nbytes = 0
+        ok = 0
+        for view, idx in zip(self._views, where):
+            try:
+                n = sock.recv_into(view, 0, socket.MSG_TRUNC)
+            except (BlockingIOError, InterruptedError):
+                extra = self.stats.extra
+                extra["rx_copy_missing"] = extra.get("rx_copy_missing", 0) + 1
+                break
+            except OSError as e:
+                if not self._rx_error(e):
+                    break
+                continue
+            if n > RX_BUFFER_SIZE:
+                self.stats.rx_truncated += 1
+                continue
+            if n <= hdr:
+                continue
+            frame = view[hdr:n]
+            out[idx] = (frame.tobytes() if copy else frame, vnet and view[0] & _VNET_TRUSTED != 0)
+            nbytes += n - hdr
+            ok += 1
+        if ok != len(where):
+            out[:] = [item for item in out if item is not None]
+        return nbytes
+
+    def _check_error(self) -> None:
+        """A wake-up with nothing in the ring: a pending socket error (``sk_err``, e.g. ENETDOWN
+        from ``packet_notifier``) makes the socket readable until someone reads it, and with the
+        ring nobody calls recvmsg; ``SO_ERROR`` reads and clears it (``sock_error``)."""
+        sock = self._sock
+        if sock is None:
+            return
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._rx_error(OSError(err, os.strerror(err)))
 
     def send(
         self,
@@ -487,10 +592,10 @@ class AfPacketLink(Link):
                 return False
             raise
 
-    def _own_echo(self, frame: memoryview) -> bool:
+    def _own_echo(self, frame: Frame) -> bool:
         """True (and forgotten) if ``frame`` is the loopback echo of one we sent (see _note_sent)."""
         own = self._own
-        key = hash(frame.tobytes())
+        key = hash(bytes(frame))
         c = own.get(key)
         if not c:
             return False
@@ -539,6 +644,16 @@ class AfPacketLink(Link):
             self.read_kernel_stats()
         except OSError:
             pass
+        ring = self._ring
+        if ring is not None:
+            self._ring = None
+            if not ring.close():
+                # memoryviews into the ring are still alive: the mapping (and, before 3.13, the
+                # socket it holds a dup of) stays until they go; stop the socket receiving now
+                try:
+                    bpf.attach_filter(self._sock, [(0x06, 0, 0, 0)])     # BPF_RET|BPF_K 0
+                except OSError:
+                    pass
         self._sock.close()
         self._sock = None
 
@@ -549,6 +664,7 @@ class AfPacketLink(Link):
 
 
 _ZERO_VNET = bytes(VNET_HDR_LEN)
+_VNET_TRUSTED = VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID
 
 
 def _lo_ipv4_injectable(interface: str) -> Optional[bool]:

@@ -114,6 +114,9 @@ def _new_cc(config, mss: int, now: float):
 
 
 _WSCALE: dict[int, int] = {}     # rcvbuf_max -> choose_wscale(rcvbuf_max), for __init__
+#: the send MSS before the peer's SYN says otherwise (RFC 9293 3.7.1 / RFC 8200), for __init__
+_PEER_MSS4 = default_peer_mss(False)
+_PEER_MSS6 = default_peer_mss(True)
 
 
 def _wscale_for(rcvbuf_max: int) -> int:
@@ -251,7 +254,11 @@ class TcpConnection:
         self.rcv_nxt = 0
         self.rcv_adv = 0
         self.rcv_wup = 0
-        self.rcv_wscale = _wscale_for(config.rcvbuf_max) if config.window_scaling else 0
+        if config.window_scaling:
+            ws = _WSCALE.get(config.rcvbuf_max)
+            self.rcv_wscale = ws if ws is not None else _wscale_for(config.rcvbuf_max)
+        else:
+            self.rcv_wscale = 0
         self.rcvbuf = config.rcvbuf
         self.last_ack_sent = 0
         self.rx: list[bytes] = []
@@ -262,8 +269,9 @@ class TcpConnection:
         self.reading = True
         self.rcv_closed = False
 
-        self.peer_mss = default_peer_mss(self._is_v6)
-        self.mss = min(config.mss, self.peer_mss)
+        self.peer_mss = pm = _PEER_MSS6 if self._is_v6 else _PEER_MSS4
+        mss = config.mss
+        self.mss = mss if mss < pm else pm
         self.rcv_mss = min(config.mss, 536)
         self.ts_ok = False
         self.ts_recent = 0
@@ -271,7 +279,7 @@ class TcpConnection:
         self.sack_ok = False
         self.ws_ok = False
 
-        self.rtt = _new_rtt(config)
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max, 0.001)   # (_new_rtt)
         self.cc = None
         self.sb = SackScoreboard()
         self.ca_state = CA_OPEN
@@ -347,7 +355,7 @@ class TcpConnection:
         self.snd_nxt = (self.iss + 1) & MASK
         self._syn_time = now
         self._send_syn(now)
-        self._arm(self._t_rtx, now + self.rtt.rto)
+        self.wheel.arm(self._t_rtx, now + self.rtt.rto)
 
     def accept_syn(self, syn: TcpHeader, now: float) -> None:
         """Passive open from a received SYN (RFC 9293 3.10.7.2): SYN-ACK, SYN_RECEIVED."""
@@ -594,7 +602,8 @@ class TcpConnection:
         PAWS runs on the slow path), an acceptable ACK and data that fits the window.  Returns
         False, having changed nothing but ``last_rcv_time``, when the segment needs the slow path.
         ``ip/`` calls this straight from the raw header fields (no ``TcpHeader``); after software
-        GRO (ip/gro.py) ``payload`` is a list of consecutive chunks of ``nbytes`` bytes in all."""
+        GRO (ip/gro.py) ``payload`` is a list of consecutive chunks of ``nbytes`` bytes in all;
+        ``acks`` > 1: the last of that many pure ACKs GRO merged (for the slow-start limit)."""
         self.last_rcv_time = now
         if (seq != self.rcv_nxt or window != self.snd_wnd_field or self.ca_state != CA_OPEN
                 or self.ofo.segs or self.sb.blocks):
@@ -656,8 +665,9 @@ class TcpConnection:
         flags = hdr.flags
         if flags & ACK:
             ack = hdr.ack
-            # acceptable iff SND.UNA < SEG.ACK =< SND.NXT (i.e. it acknowledges our SYN)
-            if not (seq_gt(ack, self.snd_una) and seq_le(ack, self.snd_nxt)):
+            # acceptable iff SND.UNA < SEG.ACK =< SND.NXT (i.e. it acknowledges our SYN):
+            # seq_gt(ack, snd_una) and seq_le(ack, snd_nxt), inline
+            if not (((self.snd_una - ack) & MASK) >= HALF and ((self.snd_nxt - ack) & MASK) < HALF):
                 if not flags & RST:
                     self._send_rst(ack, 0, RST, now)
                 return
@@ -679,7 +689,7 @@ class TcpConnection:
             self._syn_rtt_sample(tsecr, now)
             self.rtt.reset_backoff()
             self.n_rtx = 0
-            self._cancel(self._t_rtx)
+            self.wheel.cancel(self._t_rtx)            # (a no-op when not pending)
             self.snd_wnd = hdr.window                 # RFC 7323 2.2: never scaled in a SYN
             # the next (scaled) window field is only comparable if there is no scaling
             self.snd_wnd_field = hdr.window if self.snd_wscale == 0 else -1
@@ -739,7 +749,7 @@ class TcpConnection:
 
     def _syn_rtt_sample(self, tsecr: int, now: float) -> None:
         if self.ts_ok and tsecr:
-            r = (self._tsval(now) - tsecr) & MASK
+            r = ((int(now * 1000) + self.ts_offset) - tsecr) & MASK     # (_tsval(now) - tsecr)
             if r < HALF:
                 self.rtt.sample(r / 1000.0, now)
                 return
@@ -751,15 +761,17 @@ class TcpConnection:
 
     def _established(self, now: float) -> None:
         self._set_state(ESTABLISHED)
-        self.cc = _new_cc(self.config, self.mss, now)
+        cfg = self.config
+        # (_new_cc, inline: once per connection)
+        self.cc = _cc_registry.get(cfg.congestion_control)(mss=self.mss, initial_cwnd=cfg.initial_cwnd, now=now)
         self.last_progress = now
         self.lrcvtime = now
         self.rcvq_time = now
         self.recovery_point = self.high_rxt = self.lost_end = self.snd_una
-        if self.config.keepalive:
-            self._arm(self._t_ka, now + self.config.keepalive_time)
+        if cfg.keepalive:
+            self.wheel.arm(self._t_ka, now + cfg.keepalive_time)
         else:
-            self._cancel(self._t_ka)                  # it was the SYN-ACK timer
+            self.wheel.cancel(self._t_ka)             # it was the SYN-ACK timer (no-op if idle)
         h = self.handler
         if h is not None:
             h.tcp_established()
@@ -1566,7 +1578,7 @@ class TcpConnection:
         else:
             ws = self.rcv_wscale if cfg.window_scaling else None
             sackp = cfg.sack
-            ts = (self._tsval(now), 0) if cfg.timestamps else None
+            ts = ((int(now * 1000) + self.ts_offset) & MASK, 0) if cfg.timestamps else None   # (_tsval)
         opts = TcpOptions(mss=cfg.mss, wscale=ws, sack_permitted=sackp, timestamp=ts)
         win = min(self.rcvbuf, 65535)
         if synack:
@@ -1620,6 +1632,9 @@ class TcpConnection:
         st = self.state
         if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
             return
+        if (self.ca_state == CA_OPEN and not self.force_rtx and self.sndbuf.end_seq == self.snd_nxt
+                and (self.fin_sent or not self.fin_queued)):
+            return        # the common call after a batch: nothing to retransmit, nothing new
         cc = self.cc
         cwnd = cc.cwnd if cc is not None else self.config.initial_cwnd * self.mss
         mss = self.mss
@@ -1691,6 +1706,7 @@ class TcpConnection:
         pipe = self._pipe()
         counters = self.counters
         nxt = self.snd_nxt
+        rto_due = False
         while True:
             avail = (buf_end - nxt) & MASK
             if avail >= HALF:
@@ -1746,19 +1762,21 @@ class TcpConnection:
             if self.rtt_time is None and not self.ts_ok:
                 self.rtt_seq = end
                 self.rtt_time = now
-            if self.probe_mode or not self._t_rtx.pending:
+            if self.probe_mode or (not rto_due and not self._t_rtx.pending):
+                # RFC 6298 5.1: start the timer (armed after the loop: as the tail loss probe
+                # timer when that applies, else as the RTO -- one wheel operation, not two)
                 self.probe_mode = False
                 self.persist_backoff = 0
                 if una == nxt:
                     self.last_progress = now
-                self.wheel.arm(self._t_rtx, now + self.rtt.rto)
+                rto_due = True
             nxt = self.snd_nxt = end
             if fin:
                 break
         if sent_new:
             self.last_send = now
-            if self.sack_ok and self.ca_state == CA_OPEN:
-                self._schedule_tlp(now)
+            if not (self.sack_ok and self.ca_state == CA_OPEN and self._schedule_tlp(now, rto_due)) and rto_due:
+                self.wheel.arm(self._t_rtx, now + self.rtt.rto)
         # ---- zero window: persist timer (RFC 9293 3.8.6.1, Linux tcp_check_probe_timer)
         if not sent_new and self.snd_una == self.snd_nxt:
             pending = ((buf_end - self.snd_nxt) & MASK) or (self.fin_queued and not self.fin_sent)
@@ -2027,11 +2045,10 @@ class TcpConnection:
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
         w = self.wheel
-        for t in (self._t_rtx, self._t_ka):
-            if t.pending:
-                w.cancel(t)
+        w.cancel(self._t_rtx)                         # (cancel: a no-op when not pending)
+        w.cancel(self._t_ka)
         self.probe_mode = False
-        self._arm(self._t_tw, now + self.config.time_wait)
+        w.arm(self._t_tw, now + self.config.time_wait)
         if self.closed_by_app or not self.eof_pending:
             self._notify(None)
 
@@ -2051,9 +2068,9 @@ class TcpConnection:
         tw = TimeWaitSock(self, output, release)
         expires = t_tw.expires
         w = self.wheel
-        for t in (self._t_rtx, self._t_dack, self._t_ka):
-            if t.pending:
-                w.cancel(t)
+        w.cancel(self._t_rtx)                         # (cancel: a no-op when not pending)
+        w.cancel(self._t_dack)
+        w.cancel(self._t_ka)
         w.arm(tw, expires)
         self._released = True
         self.state = CLOSED

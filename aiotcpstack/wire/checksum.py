@@ -24,7 +24,7 @@ machine, ``os.urandom`` data; under load numbers rose up to ~2x):
 
 =========================================  ==============================================
 ``internet_checksum`` 64 KiB                ~137 us (~480 MB/s; ~68 us from_bytes + ~70-80 us mod)
-``internet_checksum`` 1500 bytes            ~3.7 us (~410 MB/s)
+``internet_checksum`` 1500 bytes            ~3.7 us (~410 MB/s); ~2.6 us folded (FOLD_BITS below)
 ``internet_checksum`` 20 bytes              ~0.35-0.4 us (call overhead dominates)
 naive RFC 1071 word loop, 64 KiB            ~3.8 ms (~27x slower)
 same trick with ``from_bytes(.., "big")``   ~150-170 us for 64 KiB (big-endian conversion is slower)
@@ -39,6 +39,25 @@ Buffer = Union[bytes, bytearray, memoryview]
 
 _from_bytes = int.from_bytes
 
+#: Folding before the long division.  CPython's ``n % 0xffff`` is one hardware division per
+#: 30-bit digit, each waiting for the last (~5 ns a digit here: ~1.9 us for an MTU segment, more
+#: than ``int.from_bytes`` itself); a shift, a mask and an add are plain linear passes.  Since
+#: 2**16 == 1 (mod 0xffff), ``hi << k | lo`` == ``hi + lo`` for any k that is a multiple of 16,
+#: so ``(n >> k) + (n & (2**k - 1))`` has the same sum and about half the digits when k is half
+#: of n's bits.  The k are fixed (no per-call mask): half of an MTU-sized segment, 5888 bits
+#: (736 bytes), then half of that.  ``verify_tcp_checksum`` of a 1480-byte segment, CPU time
+#: (``time.thread_time``), median of 30 interleaved timeit runs on CPython 3.11: 3.59 us
+#: unfolded, 3.02 us folded once, 2.72 us twice, 2.66 us three times (not worth a third step).
+#: Only where the fixed k remove a good part of the digits (FOLD_MIN < length <= FOLD_MAX
+#: bytes: MTU-sized segments, not jumbo frames): on a 64 KiB buffer the two folds would shave
+#: off 1 % of the digits and cost more than that (127 -> 178 us).
+FOLD_BITS = 5888
+FOLD_MASK = (1 << FOLD_BITS) - 1
+FOLD2_BITS = FOLD_BITS // 2
+FOLD2_MASK = (1 << FOLD2_BITS) - 1
+FOLD_MIN = FOLD_BITS >> 3
+FOLD_MAX = 2048
+
 
 def ones_sum(data: Buffer, initial: int = 0) -> int:
     """Folded, **uncomplemented** 16-bit ones'-complement sum of ``data`` (big-endian words, odd
@@ -51,6 +70,9 @@ def ones_sum(data: Buffer, initial: int = 0) -> int:
     """
     n = _from_bytes(data, "little")
     if n:
+        if FOLD_MIN < len(data) <= FOLD_MAX:
+            n = (n >> FOLD_BITS) + (n & FOLD_MASK)
+            n = (n >> FOLD2_BITS) + (n & FOLD2_MASK)
         # little-endian sum, swapped back to network order by *256 (see module docstring).
         total = ((n % 0xFFFF) << 8) + initial
     elif initial:
@@ -68,6 +90,9 @@ def internet_checksum(data: Buffer, initial: int = 0) -> int:
     """
     n = _from_bytes(data, "little")
     if n:
+        if FOLD_MIN < len(data) <= FOLD_MAX:
+            n = (n >> FOLD_BITS) + (n & FOLD_MASK)
+            n = (n >> FOLD2_BITS) + (n & FOLD2_MASK)
         total = ((n % 0xFFFF) << 8) + initial
     elif initial:
         total = initial

@@ -70,11 +70,22 @@ def rx_packets(ns: str, ifname: str) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("rx_mmsg", [True, False], ids=["recvmmsg", "recv_into"])
-def test_discovers_mac_mtu_and_receives_kernel_udp_and_ping(labx: Any, rx_mmsg: bool) -> None:
-    link = AfPacketLink(labx.if_a, netns=labx.ns_a, rx_mmsg=rx_mmsg)
+RX_BACKENDS = [
+    pytest.param({"rx_ring": True}, id="ring"),
+    pytest.param({"rx_ring": False, "rx_mmsg": True}, id="recvmmsg"),
+    pytest.param({"rx_ring": False, "rx_mmsg": False}, id="recv_into"),
+]
+
+
+def _backend(link: AfPacketLink) -> str:
+    return "ring" if link._ring is not None else "recvmmsg" if link._mm is not None else "recv_into"
+
+
+@pytest.mark.parametrize("rx", RX_BACKENDS)
+def test_discovers_mac_mtu_and_receives_kernel_udp_and_ping(labx: Any, rx: dict) -> None:
+    link = AfPacketLink(labx.if_a, netns=labx.ns_a, **rx)
     try:
-        assert (link._mm is not None) == rx_mmsg
+        assert _backend(link) == ("ring" if rx["rx_ring"] else "recvmmsg" if rx["rx_mmsg"] else "recv_into")
         assert link.mac == labx.mac_a
         assert link.mtu == 1500
         assert link.vnet and link.ignore_outgoing
@@ -227,9 +238,16 @@ def test_filter_by_local_address_and_port(labx: Any) -> None:
         link.close()
 
 
-def test_tso_receive_frames_and_trusted_checksums(labx: Any) -> None:
-    """Kernel TCP B -> kernel TCP A; our link in A is a tap and sees veth's unsegmented TSO frames."""
-    link = AfPacketLink(labx.if_a, netns=labx.ns_a)
+@pytest.mark.parametrize("rx", [
+    pytest.param({"rx_ring": True, "rx_copy": False}, id="ring-views"),
+    pytest.param({"rx_ring": True}, id="ring"),
+    pytest.param({"rx_ring": False}, id="recvmmsg"),
+])
+def test_tso_receive_frames_and_trusted_checksums(labx: Any, rx: dict) -> None:
+    """Kernel TCP B -> kernel TCP A; our link in A is a tap and sees veth's unsegmented TSO frames
+    (with the ring: too big for a slot, so the kernel queues them and we read them from the queue)."""
+    link = AfPacketLink(labx.if_a, netns=labx.ns_a, **rx)
+    assert _backend(link) == ("ring" if rx["rx_ring"] else "recvmmsg")
     srv = in_ns_socket(labx.ns_a, socket.AF_INET, socket.SOCK_STREAM)
     cli = in_ns_socket(labx.ns_b, socket.AF_INET, socket.SOCK_STREAM)
     total = 4 << 20
@@ -268,12 +286,20 @@ def test_tso_receive_frames_and_trusted_checksums(labx: Any) -> None:
             if r:
                 link.poll()
         th.join(5)
+        late = collect(link, 0.3)      # what is still waiting
         assert received[0] == total
         assert sizes and all(trusted), "kernel TCP over veth must arrive CHECKSUM_PARTIAL/NEEDS_CSUM"
         big = max(sizes)
-        print(f"\nTSO receive: {len(sizes)} TCP frames, max {big} bytes, {sum(s > 1514 for s in sizes)} larger than 1514; kernel {link.read_kernel_stats()}, stats {link.stats.as_dict()}")
+        kernel = link.read_kernel_stats()
+        print(f"\nTSO receive: {len(sizes)} TCP frames, max {big} bytes, {sum(s > 1514 for s in sizes)} larger than 1514; kernel {kernel}, stats {link.stats.as_dict()}")
+        # every frame the kernel gave the socket was delivered (nothing stuck in the ring/queue)
+        assert kernel["drops"] == 0 and link.stats.rx_frames == kernel["packets"]
         assert big > 1514, "veth should hand up TSO super-frames (offloads on)"
         assert big <= 65600 and link.stats.rx_truncated == 0
+        # with the ring every frame larger than a slot took the copy path, and none was lost
+        copies = link.stats.extra.get("rx_ring_copies", 0)
+        big_frames = sum(s > 1514 for s in sizes) + sum(len(f) > 1514 for f, _ in late)
+        assert copies == (big_frames if rx["rx_ring"] else 0)
     finally:
         cli.close()
         srv.close()
@@ -422,6 +448,116 @@ def test_loopback_interface(labx: Any, v6: bool) -> None:
         r.close()
         s.close()
         link.close()
+
+
+def _udp_burst(lab: Any, tag: bytes, n: int) -> None:
+    s = in_ns_socket(lab.ns_b, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(n):
+            s.sendto(tag + b"%04d" % i + bytes(1000), (lab.addr_a, 9999))
+    finally:
+        s.close()
+
+
+def _wait_readable(link: AfPacketLink, seconds: float) -> bool:
+    r, _, _ = select.select([link.fileno()], [], [], seconds)
+    return bool(r)
+
+
+def test_ring_views_stay_unchanged_until_the_next_poll(labx: Any) -> None:
+    """THE RECEIVE CONTRACT with rx_copy=False: delivered frames are views into ring slots that
+    stay ours until the next poll() begins -- the kernel drops rather than overwrite them -- and
+    that poll gives them back first thing."""
+    link = AfPacketLink(labx.if_a, netns=labx.ns_a, rx_copy=False, rx_ring=True, rx_ring_bytes=64 << 10, batch=8)
+    try:
+        ring = link._ring
+        assert ring is not None and ring.slots == 40
+        # B resolves A's MAC first (ARP frames would take slots of the burst below)
+        warm: list[bytes] = []
+        link.open_reader(lambda b: warm.extend(bytes(f) for f, _ in b))
+        deadline = time.monotonic() + 3
+        while not any(b"warm" in f for f in warm) and time.monotonic() < deadline:
+            _udp_burst(labx, b"warm", 1)
+            if _wait_readable(link, 0.1):
+                link.poll()
+        assert any(b"warm" in f for f in warm)
+        time.sleep(0.1)
+        while link.poll():
+            pass
+        batches: list[list] = []
+        link.open_reader(batches.append)
+        _udp_burst(labx, b"first", 8)
+        deadline = time.monotonic() + 3
+        while not batches and time.monotonic() < deadline:
+            if _wait_readable(link, 0.05):
+                link.poll()
+        views = [f for f, _ in batches[0]]
+        kept = [bytes(v) for v in views]
+        assert len(views) == 8 and all(type(v) is memoryview for v in views)
+        assert all(b"first" in k for k in kept)
+        assert ring.held == 8
+        # 100 more frames while we hold 8 slots: the kernel fills the other 32, then drops
+        _udp_burst(labx, b"again", 100)
+        time.sleep(0.2)
+        assert [bytes(v) for v in views] == kept, "held ring slots were overwritten"
+        assert link.read_kernel_stats()["drops"] > 0
+        # the next poll first hands the 8 slots back, then delivers the next frames in order
+        assert link.poll() == 8
+        assert ring.held == 8
+        while link.poll():
+            pass
+        assert ring.held == 0
+        frames = [bytes(f) for b in batches[1:] for f, _ in b]
+        again = [f[f.index(b"again"):f.index(b"again") + 9] for f in frames if b"again" in f]
+        assert len(frames) >= 32 and 30 <= len(again) <= 32, (len(frames), len(again))
+        assert again == [b"again%04d" % i for i in range(len(again))]
+    finally:
+        link.close()
+
+
+@pytest.mark.parametrize("rx", RX_BACKENDS)
+def test_interface_down_is_counted_once_and_does_not_spin(labx: Any, rx: dict) -> None:
+    """ENETDOWN (packet_notifier sets sk_err): counted once, the socket is not left readable (a
+    busy loop), and frames flow again once the interface is back up."""
+    link = AfPacketLink(labx.if_a, netns=labx.ns_a, **rx)
+    try:
+        labx.run(labx.ns_a, ["ip", "link", "set", "dev", labx.if_a, "down"])
+        assert _wait_readable(link, 2), "sk_err makes the socket readable"
+        link.poll()
+        assert link.stats.extra.get("rx_netdown") == 1
+        assert not _wait_readable(link, 0.2), "still readable after the error was read: busy loop"
+        labx.run(labx.ns_a, ["ip", "link", "set", "dev", labx.if_a, "up"])
+        labx.run(labx.ns_b, ["ip", "neigh", "flush", "dev", labx.if_b], check=False)
+        got: list = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(b"back" in f for f, _ in got):
+            _udp_burst(labx, b"back", 1)
+            got += collect(link, 0.2)
+        assert any(b"back" in f for f, _ in got)
+        assert link.stats.extra.get("rx_netdown") == 1
+    finally:
+        link.close()
+
+
+def test_close_with_live_ring_views(labx: Any) -> None:
+    """close() while views into the ring (of the last batch, which are still valid) are still
+    referenced: they stay readable, unchanged (the mapping lives as long as they do), and the
+    socket stops receiving."""
+    link = AfPacketLink(labx.if_a, netns=labx.ns_a, rx_copy=False, rx_ring=True)
+    last: list = []
+    link.open_reader(lambda batch: last.__setitem__(slice(None), batch))
+    deadline = time.monotonic() + 3
+    while not any(b"close" in f for f, _ in last) and time.monotonic() < deadline:
+        _udp_burst(labx, b"close", 3)
+        if _wait_readable(link, 0.1):
+            link.poll()
+    kept = [bytes(f) for f, _ in last]
+    assert any(b"close" in k for k in kept) and all(type(f) is memoryview for f, _ in last)
+    link.close()
+    assert link._sock is None and link.poll() == 0
+    _udp_burst(labx, b"after", 50)
+    time.sleep(0.1)
+    assert [bytes(f) for f, _ in last] == kept
 
 
 def test_missing_interface_and_namespace_errors(labx: Any) -> None:

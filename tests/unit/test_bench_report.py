@@ -189,7 +189,7 @@ def test_markdown_table() -> None:
     assert lines[header + 1].startswith("|---")
     table = [line for line in lines[header + 2:] if line.startswith("|")]
     assert len(table) == len(rows)
-    assert all(line.count("|") - line.count("\\|") == 8 for line in table)
+    assert all(line.count("|") - line.count("\\|") == 9 for line in table)
     assert "| bulk_send ↑ | on | uvloop | 11.0 Gbit/s (10.0–12.0) | 5.50 Gbit/s (5.00–6.00) | **0.50x** |" in md
     assert "FAILED: timed out" in md
     assert "### Goals" in md and "[ ] NOT met" in md and "[x] met" in md
@@ -254,3 +254,18 @@ def test_progress_bar_non_tty_and_tty() -> None:
     p.close()
     text = out.getvalue()
     assert "\r[" in text and "hello\n" in text and text.endswith("\n")
+
+
+def test_cpu_ratio_pairs_cpu_seconds_by_run_and_is_rendered() -> None:
+    ms = [m("bulk_send", "kernel", 0, 10.0, cpu_seconds=0.10), m("bulk_send", "ours", 0, 5.0, cpu_seconds=0.30),
+          m("bulk_send", "kernel", 1, 10.0, cpu_seconds=0.20), m("bulk_send", "ours", 1, 5.0, cpu_seconds=0.20),
+          m("bulk_send", "kernel", 2, 10.0), m("bulk_send", "ours", 2, 5.0, cpu_seconds=9.0)]   # no pair
+    (row,) = report.build_rows(ms)
+    c = row.cpu_ratio
+    assert c is not None and c.n == 2
+    assert (c.median, c.min, c.max) == pytest.approx((2.0, 1.0, 3.0))
+    assert row.as_dict()["cpu_ratio"]["median"] == pytest.approx(2.0)
+    md = report.render_markdown([row])
+    assert "CPU ours ÷ kernel" in md and "2.00x" in md
+    (row2,) = report.build_rows([m("conn_rate", "kernel", 0, 10.0), m("conn_rate", "ours", 0, 5.0)])
+    assert row2.cpu_ratio is None and "| — |" in report.render_markdown([row2])

@@ -276,3 +276,93 @@ async def test_connection_to_our_own_address(stacks) -> None:
     assert sa.link.peer.pending == [] and sa.counters["ActiveOpens"] == 1 and sa.counters["PassiveOpens"] == 1
     with pytest.raises(ConnectionRefusedError):
         await asyncio.wait_for(sa.create_connection(asyncio.Protocol, A, 7501), 5)
+
+
+class OrderProto(asyncio.Protocol):
+    """Records the order of connection_made, a callback it schedules, and the return of
+    create_connection (``events``); ``ctx`` holds what connection_made saw of a context var."""
+
+    def __init__(self, events: list, var) -> None:
+        self.events = events
+        self.var = var
+
+    def connection_made(self, transport) -> None:
+        self.events.append(("made", self.var.get(None)))
+        self.var.set("set in connection_made")
+        asyncio.get_running_loop().call_soon(self.events.append, "soon")
+
+
+async def _order_of(create, var) -> list:
+    events: list = []
+    var.set("caller")
+    tr, _ = await create(lambda: OrderProto(events, var))
+    events.append(("returned", var.get(None)))
+    tr.close()
+    return events
+
+
+async def test_create_connection_order_and_context_as_the_stock_loop(stacks, monkeypatch) -> None:
+    """connection_made runs in a copy of the caller's context before create_connection returns,
+    and a callback it schedules runs before the caller resumes -- as with the stock loop's
+    selector transport (connection_made, then the waiter, as adjacent ready callbacks).  The
+    first connection to an address takes the general path, the next ones the fast path."""
+    import contextvars
+    sa, sb = stacks
+    await sb.create_server(asyncio.Protocol, None, 7600)
+    loop = asyncio.get_running_loop()
+    var = contextvars.ContextVar("order_test")
+    general = []
+    real = Stack._connect_sock
+
+    async def counting(self, *a, **kw):
+        general.append(1)
+        return await real(self, *a, **kw)
+    monkeypatch.setattr(Stack, "_connect_sock", counting)
+    ours = [await _order_of(lambda f: sa.create_connection(f, B, 7600), var) for _ in range(3)]
+    assert len(general) <= 1                       # (the address cache makes the rest fast)
+    srv = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    stock = await _order_of(lambda f: loop.create_connection(f, "127.0.0.1", port), var)
+    srv.close()
+    expected = [("made", "caller"), "soon", ("returned", "caller")]
+    assert stock == expected
+    assert ours == [expected] * 3
+
+
+async def test_create_connection_errors_same_on_both_paths(stacks) -> None:
+    """Refused, refused again (fast path), and with ``all_errors``: the general path's errors."""
+    sa, sb = stacks
+    errs = []
+    for _ in range(2):
+        with pytest.raises(ConnectionRefusedError) as ei:
+            await asyncio.wait_for(sa.create_connection(asyncio.Protocol, B, 9), 10)
+        errs.append((type(ei.value), ei.value.errno, str(ei.value), ei.value.__suppress_context__))
+    assert errs[0] == errs[1] == (ConnectionRefusedError, errno.ECONNREFUSED,
+                                  f"[Errno {errno.ECONNREFUSED}] Connect call failed ('{B}', 9)", True)
+    with pytest.raises(ExceptionGroup) as eg:
+        await asyncio.wait_for(sa.create_connection(asyncio.Protocol, B, 9, all_errors=True), 10)
+    (only,) = eg.value.exceptions
+    assert isinstance(only, ConnectionRefusedError) and only.errno == errno.ECONNREFUSED
+    assert not sa._transports and not sa.core.demux.conns
+
+
+async def test_create_connection_cancelled_in_handshake(stacks) -> None:
+    """Cancelled while the SYN is unanswered (on the fast path too): the connection is aborted
+    (SYN_SENT: no RST), nothing is left in the stack, and the port is given back."""
+    sa, sb = stacks
+    await sb.create_server(asyncio.Protocol, None, 7700)
+    tr, _ = await sa.create_connection(asyncio.Protocol, B, 7700)     # warms the address cache
+    tr.close()
+    await asyncio.sleep(0.05)
+    before = dict(sa.core.demux.port_users)
+    sa.link.drop_next = 100
+    task = asyncio.ensure_future(sa.create_connection(asyncio.Protocol, B, 7700))
+    await asyncio.sleep(0.05)
+    assert any(c.state == "SYN_SENT" for c in sa.core.demux.conns.values())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    sa.link.drop_next = 0
+    assert not any(getattr(c, "state", None) == "SYN_SENT" for c in sa.core.demux.conns.values())
+    assert not [t for t in sa._transports if not t.is_closing()]
+    assert dict(sa.core.demux.port_users) == before

@@ -425,3 +425,56 @@ def test_ephemeral_ports_are_shared_across_4tuples_when_exhausted():
     for c in first + other:
         c.release(c)
     assert core.demux.port_users == {}
+
+
+# --------------------------------------------------------------------------------------- connect side
+def test_connect_refused_by_max_connections_gives_the_port_back():
+    """(robustness issue) ENOBUFS at the connection cap: the ephemeral port allocate_port took
+    (and reserved in the kernel, in shared mode) is given back, not leaked."""
+    reserved: list[int] = []
+    core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), TcpConfig(max_connections=2), TimerWheel(),
+                       Tx(), None, dedicated=True, connection_factory=FakeConn, strict=True,
+                       reserve_port=lambda p: reserved.append(p) or True, release_port=reserved.remove)
+    core._isn = FakeIsn()
+    learn_peer(core)
+    conns = [core.connect(PEER_IP, 80, None, 0.0) for _ in range(2)]
+    users = dict(core.demux.port_users)
+    for _ in range(3):
+        with pytest.raises(OSError) as ei:
+            core.connect(PEER_IP, 80, None, 0.0)
+        assert ei.value.errno == 105          # ENOBUFS
+    assert dict(core.demux.port_users) == users == {c.local[1]: 1 for c in conns}
+    assert sorted(reserved) == sorted(users)
+    for c in conns:
+        c.release(c)
+    assert core.demux.port_users == {} and reserved == []
+
+
+def test_ts_offset_is_the_generators_per_address_pair():
+    """The TSval offset (Linux secure_tcp_ts_off): cached per address pair, always the
+    generator's answer -- and a new generator (secret) is asked again."""
+    from aiotcpstack.tcp.isn import IsnGenerator
+    core, _, _ = make_core()
+    core._isn = gen = IsnGenerator(b"k1" * 16)
+    pairs = [(MY_IP, bytes([198, 18, 0, i])) for i in range(2, 40)]
+    for _ in range(2):
+        for n, (lip, rip) in enumerate(pairs):
+            assert core._ts_offset(lip, 40000 + n, rip, 80 + n) == gen.ts_offset(lip, rip)
+    core._isn = gen2 = IsnGenerator(b"k2" * 16)
+    assert [core._ts_offset(lip, 1, rip, 2) for lip, rip in pairs] == [gen2.ts_offset(lip, rip) for lip, rip in pairs]
+    assert gen2.ts_offset(*pairs[0]) != gen.ts_offset(*pairs[0])
+
+
+def test_route_header_sums_cached_per_address_pair():
+    """Route's output_ts constants are computed once per address pair (v4 and v6): a cached
+    answer equals a fresh computation (tests/unit/test_ip_output_ts.py checks the bytes)."""
+    from aiotcpstack.ip import core as core_mod
+    core, _, _ = make_core()
+    e = core.neigh.entry(PEER_IP)
+    v6a, v6b = bytes.fromhex("20010db8" + "00" * 11 + "01"), bytes.fromhex("20010db8" + "00" * 11 + "02")
+    for lip, rip in ((MY_IP, PEER_IP), (v6a, v6b)):
+        core_mod._ROUTE_SUMS.clear()
+        fresh = core_mod.Route(core, lip, rip, e)
+        assert (lip, rip) in core_mod._ROUTE_SUMS
+        cached = core_mod.Route(core, bytes(lip), bytes(rip), e)
+        assert (fresh._psb, fresh._ipb) == (cached._psb, cached._ipb)

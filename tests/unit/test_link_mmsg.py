@@ -32,6 +32,20 @@ def test_one_call_takes_several_datagrams_in_order(pair) -> None:
         assert bytes(mm.views[i][:mm.length(i)]) == d
 
 
+def test_lengths_reads_all_lengths_at_once(pair) -> None:
+    a, b = pair
+    mm = mmsg.make(8, 4096)
+    sizes = [3, 1500, 1, 4000, 77, 2, 900]
+    for n in sizes:
+        a.send(os.urandom(n))
+    got = mm.recv(b.fileno(), 0)
+    assert got == len(sizes)
+    assert list(mm.lengths(got)) == sizes == [mm.length(i) for i in range(got)]
+    assert list(mm.lengths(3)) == sizes[:3] and mm.lengths(0) == ()
+    a.send(b"z" * 10)                      # a later, shorter batch: only its own length
+    assert mm.recv(b.fileno(), 0) == 1 and mm.lengths(1) == (10,)
+
+
 def test_nothing_queued_is_zero_not_an_error(pair) -> None:
     _a, b = pair
     mm = mmsg.make(4, 256)
