@@ -221,6 +221,11 @@ def _first_errors(ms: list[dict]) -> list[str]:
     return out
 
 
+#: workloads whose ``cpu_seconds`` is the cost of the measured work (idle_conns measures memory:
+#: its CPU time is only the connects, not comparable work)
+CPU_METRICS = ("bulk_send", "bulk_recv", "rr_latency", "conn_rate")
+
+
 def build_rows(measurements: list[dict], goals: list[Goal] | None = None,
                derive: bool = True) -> list[Row]:
     goals = GOALS if goals is None else goals
@@ -249,7 +254,8 @@ def build_rows(measurements: list[dict], goals: list[Goal] | None = None,
         row = Row(metric, off, lp, unit, hib, summarize(kv.values()), summarize(ov.values()),
                   summarize(pair_ratios(kv, ov)), _first_errors(k), _first_errors(o),
                   runs=max(len({m["run"] for m in k}), len({m["run"] for m in o})))
-        kc = {m["run"]: (m.get("extra") or {}).get("cpu_seconds") for m in k if m.get("value") is not None}
+        kc = {m["run"]: (m.get("extra") or {}).get("cpu_seconds") for m in k if m.get("value") is not None
+              and metric in CPU_METRICS}
         oc = {m["run"]: (m.get("extra") or {}).get("cpu_seconds") for m in o if m.get("value") is not None}
         row.cpu_ratio = summarize(pair_ratios({r: v for r, v in kc.items() if v is not None},
                                               {r: v for r, v in oc.items() if v is not None}))

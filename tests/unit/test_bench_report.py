@@ -269,3 +269,6 @@ def test_cpu_ratio_pairs_cpu_seconds_by_run_and_is_rendered() -> None:
     assert "CPU ours ÷ kernel" in md and "2.00x" in md
     (row2,) = report.build_rows([m("conn_rate", "kernel", 0, 10.0), m("conn_rate", "ours", 0, 5.0)])
     assert row2.cpu_ratio is None and "| — |" in report.render_markdown([row2])
+    rows3 = report.build_rows([m("idle_conns", "kernel", 0, 2.0, cpu_seconds=1.0),
+                               m("idle_conns", "ours", 0, 4.0, cpu_seconds=3.0)])
+    assert rows3 and all(r.cpu_ratio is None for r in rows3)   # memory: its CPU time is not the work
