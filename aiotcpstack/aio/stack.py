@@ -506,9 +506,8 @@ class Stack:
         """``core.pick_port``: a pre-reserved ephemeral port (bound in the kernel, guarded), or
         None.  The core claims it through ``_reserve_port``."""
         pool = self._pool
-        if pool and self._pool_addr != ("::" if self._has_v6 and not self._no_v6_sockets else "0.0.0.0"):
-            # (_resv_addr, inline) an IPv6 address came: v4-only reservations do not hold v6
-            self._drain_pool()
+        if pool and self._pool_addr != self._resv_addr():
+            self._drain_pool()            # an IPv6 address came: v4-only reservations do not hold v6
         if not pool:
             self._refill_pool()
         for port in pool:

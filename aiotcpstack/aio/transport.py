@@ -120,8 +120,7 @@ class TcpTransport(asyncio.Transport):
         as the next ready callback, ``_set_result_unless_cancelled(waiter)``; setting it at the
         end of the same callback is the same order (nothing can run between two adjacent ready
         callbacks) with one ``Handle`` less per connection."""
-        self._protocol = protocol                           # (set_protocol, inline)
-        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self.set_protocol(protocol)
         if waiter is not None:
             self._made_waiter = waiter
         self._loop.call_soon(self._connection_made, context=self._context)
@@ -445,9 +444,8 @@ class TcpTransport(asyncio.Transport):
         # retransmissions go on without the application, like an orphaned kernel socket (the
         # stack lingers for such orphans before it shuts down: Stack.linger_orphans); the
         # protocol is dropped then, so nothing (an SSL context) is kept alive by the transport.
-        if not self._lost and (self._conn_done or not self._close_pending):
-            self._lost = True                               # (_call_lost(None), inline)
-            self._loop.call_soon(self._connection_lost, None, context=self._context)
+        if self._conn_done or not self._close_pending:
+            self._call_lost(None)
 
     @property
     def is_orphan(self) -> bool:

@@ -37,7 +37,6 @@ from ..mib import Counters
 from ..tcp.config import TcpConfig
 from ..wire import arp as _arp
 from ..wire import tcp as _tcp
-from ..wire.checksum import ones_sum as _ones_sum
 from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
@@ -200,9 +199,7 @@ class Route:
             iph = _IP4_PACK(0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP, c ^ 0xFFFF, self.lip, self.rip)
             ethertype = ETH_P_IP
             gso_type = GSO_TCPV4 if gso else 0
-        eth = e.eth_cache.get(ethertype)
-        if eth is None:
-            eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, core.mac, ethertype)
+        eth = e.eth_header(ethertype, core.mac)
         tx(eth + iph, th, payload, gso_type, gso)
         return True
 
@@ -314,13 +311,11 @@ class NetworkCore:
         through the wire parsers."""
         self.now = now
         counters = self.counters
-        touched = self._touched
         mac = self.mac
         local_v4 = self.local_v4
         eth_unpack = _ETH.unpack_from
         ip_unpack = _IP4.unpack_from
         rx_tcp = self._rx_tcp
-        nframes = 0
         self._rx_depth += 1
         self._gro_batch = self.gro and len(batch) > 1      # a lone segment has nothing to merge with
         try:
@@ -901,7 +896,6 @@ class NetworkCore:
 
     def _tcp_output(self, route: Route, hdr: TcpHeader, payload: bytes | memoryview) -> None:
         n = len(payload)
-        counters = self.counters
         if n:
             conn = route.conn
             cm = getattr(conn, "mss", 0) if conn is not None else 0
@@ -959,9 +953,7 @@ class NetworkCore:
                 iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(th) + len(payload), 64, self._next_ident(), True)
                 ethertype = ETH_P_IP
                 gso_type = GSO_TCPV4 if gso_size else 0
-            eth = e.eth_cache.get(ethertype)
-            if eth is None:
-                eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, self.mac, ethertype)
+            eth = e.eth_header(ethertype, self.mac)
             tx_tcp(eth + iph, th, payload, gso_type, gso_size)
             return
         seg = self.build_tcp(hdr, payload, lip, rip, "partial" if vnet else "full")
@@ -977,9 +969,7 @@ class NetworkCore:
         e = route.neigh
         if e.state is REACHABLE and self.now - e.confirmed <= self.neigh.reachable_time:
             # fast path: resolved and fresh -> one copy into the frame
-            eth = e.eth_cache.get(ethertype)
-            if eth is None:
-                eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, self.mac, ethertype)
+            eth = e.eth_header(ethertype, self.mac)
             if vnet:
                 self.transmit(b"".join((eth, iph, seg)), gso_type, gso_size, ETH_HLEN + len(iph), 16)
             else:
@@ -1038,9 +1028,7 @@ class NetworkCore:
         mac = self.neigh.resolve(e, self._now(), (ethertype, l3, gso_type, gso_size, csum_start, csum_offset))
         if mac is None:
             return               # queued until resolved
-        eth = e.eth_cache.get(ethertype)
-        if eth is None:
-            eth = e.eth_cache[ethertype] = _ETH.pack(mac, self.mac, ethertype)
+        eth = e.eth_header(ethertype, self.mac)
         if csum_start:
             self.transmit(eth + l3, gso_type, gso_size, csum_start, csum_offset)
         else:
@@ -1053,9 +1041,7 @@ class NetworkCore:
         e = self.neigh.entries.get(ip)
         if e is not None and e.mac is not None:
             ethertype, l3, gso_type, gso_size, csum_start, csum_offset = item
-            eth = e.eth_cache.get(ethertype)
-            if eth is None:
-                eth = e.eth_cache[ethertype] = _ETH.pack(e.mac, self.mac, ethertype)
+            eth = e.eth_header(ethertype, self.mac)
             if csum_start:
                 self.transmit(eth + l3, gso_type, gso_size, csum_start, csum_offset)
             else:

@@ -53,11 +53,6 @@ class GroHold:
         self.nbytes = n
         self.acks = 0 if n else 1     # pure ACKs held (merged ones included)
 
-    @property
-    def nsegs(self) -> int:
-        """How many received segments the hold stands for."""
-        return len(self.parts) + self.acks
-
     def segments(self) -> list[tuple[int, Any]]:
         """The held parts as ``(seq, payload)``, for the one-by-one fallback."""
         out = []

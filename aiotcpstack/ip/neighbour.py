@@ -24,8 +24,11 @@ shared mode the aio layer asks the kernel's neighbour table (``host/``) and call
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
+
+_ETH = struct.Struct("!6s6sH")      # destination MAC, source MAC, ethertype
 
 INCOMPLETE = "INCOMPLETE"
 REACHABLE = "REACHABLE"
@@ -48,6 +51,14 @@ class NeighbourEntry:
         #: ethertype -> prebuilt 14-byte Ethernet header (invalidated when the MAC changes)
         self.eth_cache: dict[int, bytes] = {}
         self.last_used = 0.0
+
+    def eth_header(self, ethertype: int, src_mac: bytes) -> bytes:
+        """The Ethernet header of a frame to this neighbour (resolved: ``mac`` is set), built once
+        per ethertype and kept until the MAC changes (``eth_cache`` is cleared then)."""
+        h = self.eth_cache.get(ethertype)
+        if h is None:
+            h = self.eth_cache[ethertype] = _ETH.pack(self.mac, src_mac, ethertype)
+        return h
 
     def __repr__(self) -> str:
         mac = self.mac.hex(":") if self.mac else None

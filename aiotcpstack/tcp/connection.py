@@ -279,7 +279,7 @@ class TcpConnection:
         self.sack_ok = False
         self.ws_ok = False
 
-        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max, 0.001)   # (_new_rtt)
+        self.rtt = _new_rtt(config)
         self.cc = None
         self.sb = SackScoreboard()
         self.ca_state = CA_OPEN
@@ -762,8 +762,7 @@ class TcpConnection:
     def _established(self, now: float) -> None:
         self._set_state(ESTABLISHED)
         cfg = self.config
-        # (_new_cc, inline: once per connection)
-        self.cc = _cc_registry.get(cfg.congestion_control)(mss=self.mss, initial_cwnd=cfg.initial_cwnd, now=now)
+        self.cc = _new_cc(cfg, self.mss, now)
         self.last_progress = now
         self.lrcvtime = now
         self.rcvq_time = now
@@ -1632,8 +1631,10 @@ class TcpConnection:
         st = self.state
         if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
             return
-        if (self.ca_state == CA_OPEN and not self.force_rtx and self.sndbuf.end_seq == self.snd_nxt
-                and (self.fin_sent or not self.fin_queued)):
+        sndbuf = self.sndbuf
+        buf_end = sndbuf.end_seq           # (retransmitting below does not change it, nor SND.NXT)
+        nothing_new = buf_end == self.snd_nxt and (self.fin_sent or not self.fin_queued)
+        if nothing_new and self.ca_state == CA_OPEN and not self.force_rtx:
             return        # the common call after a batch: nothing to retransmit, nothing new
         cc = self.cc
         cwnd = cc.cwnd if cc is not None else self.config.initial_cwnd * self.mss
@@ -1685,9 +1686,7 @@ class TcpConnection:
                 self.high_rxt = end
             self.force_rtx = False
         # ---- new data
-        sndbuf = self.sndbuf
-        buf_end = sndbuf.end_seq
-        if buf_end == self.snd_nxt and (self.fin_sent or not self.fin_queued):
+        if nothing_new:
             return                                    # nothing new to send
         if una == self.snd_nxt and cc is not None and now - self.last_send > self.rtt.rto and buf_end != una:
             # RFC 5681 4.1 (Linux tcp_cwnd_restart): restart window after an idle period

@@ -113,7 +113,7 @@ class SendBuffer:
         blocks = self._blocks
         if not blocks:
             blocks = self._blocks = []
-        if not self._chunks:
+        if type(self._chunks) is tuple:       # the shared empty tuple of a fresh buffer
             self._chunks = []
             self._starts = []
         chunks = self._chunks

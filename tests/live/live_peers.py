@@ -47,6 +47,19 @@ async def wait_for(pred, timeout: float, step: float = 0.02) -> bool:
     return pred()
 
 
+def kernel_can_bind(ns: str, addr: str, port: int) -> bool:
+    """Whether a kernel socket in ``ns`` can bind ``(addr, port)`` (``addr``'s family; "::" or
+    "0.0.0.0" for the wildcard): False while the port is reserved or in use."""
+    s = socket_in_netns(ns, socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((addr, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def nft_ruleset(lab, ns: str) -> str:
     """The whole nftables ruleset of namespace ``ns`` (to compare before / after)."""
     return lab.run(ns, ["nft", "list", "ruleset"]).stdout

@@ -24,7 +24,7 @@ import pytest
 from aiotcpstack import Stack
 from aiotcpstack.host.lab import IFA_F_NODAD
 from aiotcpstack.host.netns import socket_in_netns
-from live_peers import nft_ruleset, wait_for
+from live_peers import kernel_can_bind, nft_ruleset, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,17 +163,6 @@ class Heartbeat:
 
 
 
-def kernel_can_bind(lab, family: int, port: int) -> bool:
-    s = socket_in_netns(lab.ns_a, family, socket.SOCK_STREAM)
-    try:
-        s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def run_on(kind: str, coro_fn, *args) -> None:
     if kind == "uvloop":
         import uvloop
@@ -218,7 +207,7 @@ async def established_connections_abort(lab, family: str) -> None:
             srv_lost = Recorder.on(mine).lost
             assert not Recorder.on(other).lost.done()
             assert lport in stack._reservations and lport in stack._guard.list_kernel_ports()
-            assert not kernel_can_bind(lab, fam_of(mine), lport)
+            assert not kernel_can_bind(lab.ns_a, "::" if fam_of(mine) == socket.AF_INET6 else "0.0.0.0", lport)
 
             beat = Heartbeat()
             t0 = loop.time()
@@ -247,7 +236,7 @@ async def established_connections_abort(lab, family: str) -> None:
             assert lport not in stack._reservations
             kports = await off_loop(stack._guard.list_kernel_ports)
             assert lport not in kports and sport in kports, (lport, sport, kports)
-            assert await off_loop(kernel_can_bind, lab, fam_of(mine), lport)
+            assert await off_loop(kernel_can_bind, lab.ns_a, "::" if fam_of(mine) == socket.AF_INET6 else "0.0.0.0", lport)
             # the wildcard listener keeps serving the remaining addresses
             assert await off_loop(survivor.echo, b"still here") == b"still here"
             fresh = await off_loop(KernelClient, lab, other, sport)
@@ -274,7 +263,7 @@ async def established_connections_abort(lab, family: str) -> None:
         ke.close()
         ke_other.close()
     assert await off_loop(nft_ruleset, lab, lab.ns_a) == before
-    assert await off_loop(kernel_can_bind, lab, fam_of(mine), sport)
+    assert await off_loop(kernel_can_bind, lab.ns_a, "::" if fam_of(mine) == socket.AF_INET6 else "0.0.0.0", sport)
 
 
 @pytest.mark.parametrize("kind,family", [("asyncio", "v4"), ("uvloop", "v4"), ("asyncio", "v6"), ("uvloop", "v6")])

@@ -9,24 +9,11 @@ a turn of the loop, and closing the stack leaves the ruleset and every pooled po
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from aiotcpstack import Stack
 from aiotcpstack.host.firewall import RstGuard
-from aiotcpstack.host.netns import socket_in_netns
-from live_peers import KernelAcceptor, kernel_connect, nft_ruleset, wait_for
+from live_peers import KernelAcceptor, kernel_can_bind, kernel_connect, nft_ruleset, wait_for
 
-
-
-def kernel_can_bind(lab, family: int, addr: str, port: int) -> bool:
-    s = socket_in_netns(lab.ns_a, family, socket.SOCK_STREAM)
-    try:
-        s.bind((addr, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 async def test_pooled_ports_reserved_guarded_answered_and_released(lab) -> None:
@@ -48,8 +35,8 @@ async def test_pooled_ports_reserved_guarded_answered_and_released(lab) -> None:
             assert set(pool) | {l1} <= kports, (pool, l1, kports)
             for p in pool[:4] + [l1]:
                 # the dual-stack reservation socket holds v4 and v6 (the lab has both)
-                assert not kernel_can_bind(lab, socket.AF_INET, lab.addr_a, p), p
-                assert not kernel_can_bind(lab, socket.AF_INET6, "::", p), p
+                assert not kernel_can_bind(lab.ns_a, lab.addr_a, p), p
+                assert not kernel_can_bind(lab.ns_a, "::", p), p
             # a SYN to a pooled port nobody uses yet: refused at once by our RST (the guard keeps
             # the kernel out, so without it the SYN would go unanswered)
             res = await loop.run_in_executor(None, kernel_connect, lab, lab.addr_a, pool[0], 3.0)
@@ -67,7 +54,7 @@ async def test_pooled_ports_reserved_guarded_answered_and_released(lab) -> None:
             await asyncio.sleep(0.1)
             assert l1 in stack._reservations
             assert await wait_for(lambda: l1 not in stack._reservations and l1 not in stack._unreserve, 5)
-            assert kernel_can_bind(lab, socket.AF_INET, lab.addr_a, l1)
+            assert kernel_can_bind(lab.ns_a, lab.addr_a, l1)
             kports = await loop.run_in_executor(None, stack._guard.list_kernel_ports)
             assert l1 not in kports and l2 in kports
             w2.transport.abort()
@@ -77,8 +64,8 @@ async def test_pooled_ports_reserved_guarded_answered_and_released(lab) -> None:
         ka.close()
     assert nft_ruleset(lab, lab.ns_a) == before
     for p in pooled + [l1, l2]:
-        assert kernel_can_bind(lab, socket.AF_INET, lab.addr_a, p), p
-        assert kernel_can_bind(lab, socket.AF_INET6, "::", p), p
+        assert kernel_can_bind(lab.ns_a, lab.addr_a, p), p
+        assert kernel_can_bind(lab.ns_a, "::", p), p
 
 
 def test_guard_batch_updates(lab) -> None:

@@ -26,7 +26,7 @@ import pytest
 
 from aiotcpstack import Stack
 from aiotcpstack.host.netns import socket_in_netns
-from live_peers import KernelAcceptor, echo_cb, kernel_echo_client, nft_ruleset, wait_for
+from live_peers import KernelAcceptor, echo_cb, kernel_can_bind, kernel_echo_client, nft_ruleset, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -170,17 +170,6 @@ def nft_tables(lab, ns: str) -> list[str]:
     return [ln.split()[-1] for ln in lab.run(ns, ["nft", "list", "tables"]).stdout.splitlines() if ln.strip()]
 
 
-def kernel_can_bind(lab, ns: str, addr: str, port: int) -> bool:
-    s = socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((addr, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def conn_snap(stack: Stack, lport: int) -> dict:
     for snap in stack.connections():
         if snap["local"][1] == lport:
@@ -303,7 +292,7 @@ async def test_sigkill_then_next_stack_sweeps_table_and_port_is_free(lab) -> Non
         assert pid == proc.pid
         table = f"aiotcpstack_{pid}"
         assert table in nft_tables(lab, lab.ns_a)
-        assert not kernel_can_bind(lab, lab.ns_a, lab.addr_a, port)       # reserved by the child
+        assert not kernel_can_bind(lab.ns_a, lab.addr_a, port)       # reserved by the child
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -322,7 +311,7 @@ async def test_sigkill_then_next_stack_sweeps_table_and_port_is_free(lab) -> Non
         server.close()
     after = nft_ruleset(lab, lab.ns_a)
     assert after == before, f"--- before\n{before}\n--- after\n{after}"
-    assert kernel_can_bind(lab, lab.ns_a, lab.addr_a, port)
+    assert kernel_can_bind(lab.ns_a, lab.addr_a, port)
 
 
 class Boom(Exception):
@@ -419,9 +408,9 @@ async def test_start_failing_half_way_leaves_nothing_behind(lab, tmp_path) -> No
     async with Stack(lab.if_a, netns=lab.ns_a) as ok:
         server = await ok.create_server(asyncio.Protocol, None, 0)
         port = server.sockets[0].getsockname()[1]
-        assert not kernel_can_bind(lab, lab.ns_a, lab.addr_a, port)
+        assert not kernel_can_bind(lab.ns_a, lab.addr_a, port)
         server.close()
-    assert kernel_can_bind(lab, lab.ns_a, lab.addr_a, port)
+    assert kernel_can_bind(lab.ns_a, lab.addr_a, port)
     assert nft_ruleset(lab, lab.ns_a) == before
 
 
@@ -463,7 +452,7 @@ async def test_two_shared_stacks_on_one_interface(lab) -> None:
             lports = [w.get_extra_info("sockname")[1] for w in writers]
             assert len(set(lports)) == 4 and not {p1, p2} & set(lports), lports
             for p in lports + [p1, p2]:
-                assert not kernel_can_bind(lab, lab.ns_a, lab.addr_a, p), p
+                assert not kernel_can_bind(lab.ns_a, lab.addr_a, p), p
             own1 = {sn["local"][1] for sn in s1.connections()}
             own2 = {sn["local"][1] for sn in s2.connections()}
             assert set(lports[:2]) <= own1 and set(lports[2:]) <= own2
@@ -491,7 +480,7 @@ async def test_two_shared_stacks_on_one_interface(lab) -> None:
         ka.close()
     assert nft_ruleset(lab, lab.ns_a) == before
     for p in lports + [p1, p2]:
-        assert kernel_can_bind(lab, lab.ns_a, lab.addr_a, p), p
+        assert kernel_can_bind(lab.ns_a, lab.addr_a, p), p
 
 
 def kernel_free_port(lab) -> int:
@@ -656,4 +645,4 @@ async def test_sigterm_removes_table_and_reservation(lab) -> None:
     assert proc.returncode == -signal.SIGTERM          # still "killed by SIGTERM"
     # the guard's signal hook removed the table; no other Stack needed
     assert nft_ruleset(lab, lab.ns_a) == before
-    assert kernel_can_bind(lab, lab.ns_a, lab.addr_a, port)
+    assert kernel_can_bind(lab.ns_a, lab.addr_a, port)

@@ -28,6 +28,14 @@ REMOTE = (bytes([10, 0, 0, 2]), 80)
 _FLAG_CHARS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."))
 
 
+class FrameTx(list):
+    """A ``NetworkCore`` transmit function that records each frame as ``bytes`` (for tests that
+    drive a core at frame level)."""
+
+    def __call__(self, frame, gso_type=0, gso_size=0, csum_start=0, csum_offset=0):
+        self.append(bytes(frame))
+
+
 def flags_str(flags: int) -> str:
     return "".join(c for b, c in _FLAG_CHARS if flags & b)
 

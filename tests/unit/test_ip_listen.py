@@ -15,15 +15,12 @@ from aiotcpstack.wire.ethernet import ETH_P_IP, build_ethernet, parse_ethernet
 from aiotcpstack.wire.ipv4 import build_ipv4_header, parse_ipv4
 from aiotcpstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader, TcpOptions, build_tcp, parse_tcp
 
+from tcp_harness import FrameTx as Tx
+
 MY_MAC = bytes.fromhex("02aa00000001")
 PEER_MAC = bytes.fromhex("02bb00000002")
 MY_IP = bytes([198, 18, 0, 1])
 PEER_IP = bytes([198, 18, 0, 2])
-
-
-class Tx(list):
-    def __call__(self, frame, gso_type=0, gso_size=0, csum_start=0, csum_offset=0):
-        self.append(bytes(frame))
 
 
 class Handler:

@@ -22,7 +22,7 @@ from aiotcpstack.wire.tcp import (
     ACK, NO_OPTIONS, SYN, TcpHeader, TcpOptions, build_tcp, encode_options, parse_tcp, verify_tcp_checksum,
 )
 
-from tcp_harness import Harness, Recorder
+from tcp_harness import FrameTx as Tx, Harness, Recorder
 
 PLAIN = TcpConfig(timestamps=False, sack=False, window_scaling=False)
 MSS = 1460
@@ -385,11 +385,6 @@ MY_IP = bytes([198, 18, 0, 1])
 MY_IP2 = bytes([198, 18, 0, 7])
 PEER_IP = bytes([198, 18, 0, 2])
 GW_IP = bytes([198, 18, 0, 254])
-
-
-class Tx(list):
-    def __call__(self, frame, gso_type=0, gso_size=0, csum_start=0, csum_offset=0):
-        self.append(bytes(frame))
 
 
 def make_core(mtu=1500, addresses=((MY_IP, 24),)):
