@@ -485,15 +485,24 @@ class Stack:
         wheel = self.wheel
         if wheel is None or self._closed or self._in_batch:
             return
-        nxt = wheel.next_expiry()
+        # (a lower bound is enough: the call_at is never moved later, and every arm below the
+        # bound calls _arm_timer itself)
+        nxt = wheel.next_expiry_bound()
         if nxt is not None:
             self._arm_timer(nxt)
 
     # ------------------------------------------------------------------ host integration (shared)
     #: shared mode: ephemeral ports are reserved in the kernel and added to the RST guard ahead of
     #: use, this many at a time (one namespace check and ONE nft transaction per batch instead of a
-    #: netlink round trip per connection); at most this many are held unused
+    #: netlink round trip per connection); a pool that runs dry again within ``PORT_BATCH_WINDOW``
+    #: seconds gets twice the batch, up to ``PORT_BATCH_MAX`` (a connection burst pays the
+    #: transaction's fixed cost ~8x less often), back to ``PORT_BATCH`` after a quiet spell; at
+    #: most one batch is held unused
     PORT_BATCH = 32
+    PORT_BATCH_MAX = 256
+    PORT_BATCH_WINDOW = 1.0
+    _port_batch = 0                    # the current batch size (0: PORT_BATCH)
+    _last_refill = -1e9                # loop time of the last refill
 
     def _resv_addr(self) -> str:
         """Where reservation sockets bind: one dual-stack socket on ``::`` (IPV6_V6ONLY=0) holds a
@@ -522,7 +531,13 @@ class Stack:
         users = self.core.demux.port_users
         held = self._reservations
         pending = self._unreserve
-        want = self.PORT_BATCH
+        now = self._loop.time() if self._loop is not None else 0.0
+        if now - self._last_refill < self.PORT_BATCH_WINDOW:
+            want = min(2 * (self._port_batch or self.PORT_BATCH), self.PORT_BATCH_MAX)
+        else:
+            want = self.PORT_BATCH
+        self._port_batch = want
+        self._last_refill = now
         cands: dict[int, None] = {}
         # RFC 6056 algorithm 1 (simple port randomisation): pooled ports do not depend on the
         # destination, so each is drawn at random from the ephemeral range

@@ -139,14 +139,17 @@ class NetnsSocketFactory:
             os.close(orig)
 
     def sockets(self, n: int, *args: Any, **kwargs: Any) -> list:
-        """``n`` sockets at once: one namespace check (and at most one switch there and back)."""
-        import socket
+        """``n`` sockets at once: one namespace check (and at most one switch there and back).
+        They are ``_socket.socket`` objects (bind, setsockopt, detach, close, ...: no
+        ``socket.socket`` Python wrapper, ~2 us less each; for short-lived use like port
+        reservation)."""
+        import _socket
         out: list = []
 
         def make() -> list:
             try:
                 for _ in range(n):
-                    out.append(socket.socket(*args, **kwargs))
+                    out.append(_socket.socket(*args, **kwargs))
             except BaseException:
                 for s in out:
                     s.close()

@@ -67,6 +67,8 @@ _HP_UNPACK = struct.Struct("!HHIIHH").unpack_from      # ports, seq, ack, offset
 _HP_TS = struct.Struct("!III").unpack_from               # NOP,NOP,TS(10) word, TSval, TSecr
 _HP_TS_WORD = 0x0101080A
 _TCP_TS_PACK = struct.Struct("!HHIIHHHHIII").pack     # TCP header + NOP,NOP,TS (output_ts)
+#: TCP header + MSS, SACKOK+TS, NOP+WS (output_syn: Linux's SYN option layout, encode_options')
+_SYN_PACK = struct.Struct("!HHIIHHHHHHIIII").pack
 _IP4_PACK = _IP4.pack
 _W2 = struct.Struct("!HH").unpack                       # an IPv4 address as two 16-bit words
 #: (lip, rip) -> Route's (_psb, _ipb) header-sum constants (pure functions of the pair), bounded
@@ -202,6 +204,41 @@ class Route:
         eth = e.eth_header(ethertype, core.mac)
         tx(eth + iph, th, payload, gso_type, gso)
         return True
+
+
+    def output_syn(self, sport: int, dport: int, iss: int, window: int, mss: int, wscale: int,
+                   tsval: int) -> bool:
+        """Our SYN with Linux's usual option block -- MSS, SACK-permitted + timestamps (TSecr 0),
+        NOP + window scale: 40 header bytes -- packed in one go like ``output_ts`` (the bytes
+        ``_tcp_output`` -> ``_emit`` build for that header; tests/unit/test_ip_output_ts.py
+        compares them).  False, having sent nothing, where the general path is needed."""
+        l2l3 = self._l2l3(40)
+        if l2l3 is None:
+            return False
+        self.core.counters["IpOutRequests"] += 1
+        psum = (self._psb + 40 - 1) % 0xFFFF + 1
+        th = _SYN_PACK(sport, dport, iss, 0, 0xA000 | SYN, window, psum, 0,
+                       0x0204, mss, 0x0402080A, tsval, 0, 0x01030300 | wscale)
+        self.core.transmit_tcp(l2l3, th, b"", 0, 0)
+        return True
+
+    def _l2l3(self, tcp_len: int) -> bytes | None:
+        """Ethernet + IP header of a segment of ``tcp_len`` bytes on this route, from the
+        per-route constants (see ``output_ts``); None where the general path is needed."""
+        core = self.core
+        e = self.neigh
+        if (core.transmit_tcp is None or self.local is not False or e.state is not REACHABLE
+                or core.now - e.confirmed > core.neigh.reachable_time):
+            return None
+        if self.v6:
+            return e.eth_header(ETH_P_IPV6, core.mac) + build_ipv6_header(self.lip, self.rip, IPPROTO_TCP, tcp_len)
+        core._ident = ident = (core._ident + 1) & 0xFFFF
+        total = 20 + tcp_len
+        c = self._ipb + total + ident
+        c = (c & 0xFFFF) + (c >> 16)
+        c = (c & 0xFFFF) + (c >> 16)
+        return e.eth_header(ETH_P_IP, core.mac) + _IP4_PACK(0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP,
+                                                             c ^ 0xFFFF, self.lip, self.rip)
 
 
 class _Owner:

@@ -151,7 +151,11 @@ class _ConnTimer(Timer):
     __slots__ = ("conn",)
 
     def __init__(self, conn: "TcpConnection", name: str) -> None:
-        Timer.__init__(self, None, name)
+        # (Timer.__init__'s fields, set here: one call per timer, three timers per connection)
+        self.name = name
+        self.expires = 0.0
+        self._tick = self._filed = 0
+        self._slot = self._prev = self._next = None
         self.conn = conn
 
 
@@ -687,9 +691,10 @@ class TcpConnection:
                 tsecr = hdr.options.timestamp[1]
             self.snd_una = ack
             self._syn_rtt_sample(tsecr, now)
-            self.rtt.reset_backoff()
+            self.rtt.backoffs = 0                     # (RttEstimator.reset_backoff, inline)
             self.n_rtx = 0
-            self.wheel.cancel(self._t_rtx)            # (a no-op when not pending)
+            if self._t_rtx._slot is not None:         # (pending)
+                self.wheel.cancel(self._t_rtx)
             self.snd_wnd = hdr.window                 # RFC 7323 2.2: never scaled in a SYN
             # the next (scaled) window field is only comparable if there is no scaling
             self.snd_wnd_field = hdr.window if self.snd_wscale == 0 else -1
@@ -1575,6 +1580,13 @@ class TcpConnection:
             sackp = self.sack_ok
             ts = (self._tsval(now), self.ts_recent) if self.ts_ok else None
         else:
+            win = self.rcvbuf if self.rcvbuf < 65535 else 65535
+            fast = self._fast_out
+            if fast is not None and cfg.window_scaling and cfg.sack and cfg.timestamps and fast.output_syn(
+                    self.lport, self.rport, self.iss, win, cfg.mss, self.rcv_wscale,
+                    (int(now * 1000) + self.ts_offset) & MASK):
+                self.counters["OutSegs"] += 1          # (the usual SYN, packed by the route)
+                return
             ws = self.rcv_wscale if cfg.window_scaling else None
             sackp = cfg.sack
             ts = ((int(now * 1000) + self.ts_offset) & MASK, 0) if cfg.timestamps else None   # (_tsval)
@@ -2044,10 +2056,10 @@ class TcpConnection:
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
         w = self.wheel
-        w.cancel(self._t_rtx)                         # (cancel: a no-op when not pending)
-        w.cancel(self._t_ka)
+        if self._t_rtx._slot is not None:             # (pending)
+            w.cancel(self._t_rtx)
         self.probe_mode = False
-        w.arm(self._t_tw, now + self.config.time_wait)
+        w.arm(self._t_tw, now + self.config.time_wait)   # (the keepalive timer: re-armed in place)
         if self.closed_by_app or not self.eof_pending:
             self._notify(None)
 
@@ -2065,12 +2077,11 @@ class TcpConnection:
             # (after close() nothing is handed over any more: an EOF still "pending" never will be)
             return None
         tw = TimeWaitSock(self, output, release)
-        expires = t_tw.expires
         w = self.wheel
-        w.cancel(self._t_rtx)                         # (cancel: a no-op when not pending)
-        w.cancel(self._t_dack)
-        w.cancel(self._t_ka)
-        w.arm(tw, expires)
+        for t in (self._t_rtx, self._t_dack):
+            if t._slot is not None:                   # (pending)
+                w.cancel(t)
+        w.replace(t_tw, tw)                           # same deadline, same place in the wheel
         self._released = True
         self.state = CLOSED
         # no reference cycles left (timer <-> connection <-> handler): the connection and its
@@ -2087,8 +2098,8 @@ class TcpConnection:
             exc = OSError(self.soft_err, os.strerror(self.soft_err))
         self._set_state(CLOSED)
         w = self.wheel
-        for t in (self._t_rtx, self._t_dack, self._t_ka, self._t_tw):
-            if t.pending:
+        for t in (self._t_rtx, self._t_dack, self._t_ka):     # (_t_tw is _t_ka)
+            if t._slot is not None:                   # (pending)
                 w.cancel(t)
         self.ack_pending = 0
         self.probe_mode = False

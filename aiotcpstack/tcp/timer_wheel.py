@@ -37,7 +37,11 @@ after at most ``_SCAN_BUDGET`` (64) timers. Within the budget the answer is exac
 in the same early slots) it is that slot's time, a lower bound: the ``advance`` then re-files
 them and may fire nothing, one cheap spurious wake-up, the price of O(1) lazy re-arm (the kernel
 pays the same). Cascades never need a wake-up of their own: ``advance`` performs every cascade
-between the last tick and ``now`` before firing.
+between the last tick and ``now`` before firing.  A stale cache is still a lower bound of every
+deadline (cancelling or postponing only moves the earliest later), so ``arm`` compares against it
+without recomputing: below it the new timer is the exact earliest; at or above it the driver,
+already waiting until at most that bound, needs no call.  :meth:`next_expiry_bound` gives the
+driver that bound (one ``next_expiry`` walk per ``advance`` instead of one per cancelled timer).
 
 Ticks: a deadline ``when`` belongs to tick ``ceil(when / granularity)`` and ``advance(now)``
 processes up to tick ``floor(now / granularity)`` (both with a 1e-6-tick tolerance for float
@@ -116,8 +120,8 @@ class TimerWheel:
     """Hierarchical timer wheel driven by ``advance(now)``; see the module docstring.
 
     ``on_new_earliest(when)`` is called when an :meth:`arm` made outside :meth:`advance` moves
-    the wheel's next event earlier (or arms the first timer): the asyncio layer then re-arms its
-    single ``loop.call_at``. It is *not* called for arms made by callbacks during ``advance``;
+    the wheel's next event earlier than the driver was last told (or arms the first timer): the
+    asyncio layer then re-arms its single ``loop.call_at``, which it never moves later. It is *not* called for arms made by callbacks during ``advance``;
     whoever calls ``advance`` must read :meth:`next_expiry` afterwards.
     """
 
@@ -163,18 +167,22 @@ class TimerWheel:
             old = timer._tick
             timer.expires = when
             timer._tick = tick
+            nxt = self._next_tick
             if self._next_valid:
-                nxt = self._next_tick
                 if nxt is None or tick < nxt:
                     # A lazily postponed timer pulled back in, ahead of everything else.
                     if self._running:
                         self._next_valid = False
+                        self._next_tick = None
                     else:
                         self._next_tick = tick if tick > self._clk else self._clk
                         if self.on_new_earliest is not None:
                             self.on_new_earliest(self._next_tick * self.granularity)
                 elif old == nxt and tick > old:
                     self._next_valid = False    # it may have been the earliest: recompute on demand
+            elif nxt is not None and tick < nxt:
+                # below the lower bound of every other timer: the earliest (see _new_earliest)
+                self._new_earliest(tick)
             return
         if slot is None:
             self._count += 1
@@ -187,17 +195,14 @@ class TimerWheel:
         if self._running:
             self._file(timer, tick)
             self._next_valid = False
+            self._next_tick = None
             return
-        if not self._next_valid:
+        if not self._next_valid and self._next_tick is None:
             self._recompute_next()
         self._file(timer, tick)
-        if tick < self._clk:
-            tick = self._clk
         prev = self._next_tick
         if prev is None or tick < prev:
-            self._next_tick = tick
-            if self.on_new_earliest is not None:
-                self.on_new_earliest(tick * self.granularity)
+            self._new_earliest(tick)
 
     def cancel(self, timer: Timer) -> bool:
         """Stop ``timer`` (kernel ``del_timer``); returns whether it was pending. O(1)."""
@@ -211,6 +216,52 @@ class TimerWheel:
         timer._slot = None
         self._count -= 1
         return True
+
+    def replace(self, old: Timer, new: Timer) -> None:
+        """``new`` (idle) takes pending ``old``'s deadline and place in the wheel; ``old`` is
+        idle after.  O(1): the same as ``cancel(old)`` + ``arm(new, old.expires)`` without
+        unlinking, re-filing or touching the cached earliest (a connection handing its 2MSL
+        timer to its TIME_WAIT record)."""
+        slot = old._slot
+        if slot is None or slot is _FIRING or new._slot is not None:
+            expires = old.expires
+            pending = self.cancel(old)
+            if pending:
+                self.arm(new, expires)
+            return
+        new.expires = old.expires
+        new._tick = old._tick
+        new._filed = old._filed
+        prev = new._prev = old._prev
+        nxt = new._next = old._next
+        prev._next = new  # type: ignore[union-attr]
+        nxt._prev = new  # type: ignore[union-attr]
+        new._slot = slot
+        old._slot = old._prev = old._next = None
+
+    def _new_earliest(self, tick: int) -> None:
+        """``tick`` is below every other pending timer's deadline (the wheel was empty, or ``tick``
+        is below the cached earliest -- exact, or the lower bound kept after a cancel): it is
+        the exact earliest now; tell ``on_new_earliest``."""
+        if tick < self._clk:
+            tick = self._clk
+        self._next_tick = tick
+        self._next_valid = True
+        if self.on_new_earliest is not None:
+            self.on_new_earliest(tick * self.granularity)
+
+    def next_expiry_bound(self) -> float | None:
+        """A lower bound of the earliest deadline, recomputed only when none is known.
+
+        After a cancel (or a later re-arm) of the earliest timer the old earliest stays a valid
+        lower bound; a driver that already waits until at most that time (``on_new_earliest``
+        is called for every arm below it) has nothing to re-arm, so this skips the walk that
+        :meth:`next_expiry` does to make it exact.  After :meth:`advance` nothing is known and
+        it is computed."""
+        if not self._next_valid and self._next_tick is None:
+            self._recompute_next()
+        tick = self._next_tick
+        return None if tick is None else tick * self.granularity
 
     def next_expiry(self) -> float | None:
         """When :meth:`advance` next has work: a lower bound of the earliest deadline, or None.
@@ -248,6 +299,7 @@ class TimerWheel:
         finally:
             self._running = False
             self._next_valid = False
+            self._next_tick = None      # nothing known: the next query computes it
         return fired
 
     # ------------------------------------------------------------------ internals

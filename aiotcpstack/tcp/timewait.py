@@ -81,7 +81,11 @@ class TimeWaitSock(Timer):
 
     def __init__(self, conn: Any, output: Callable[["TimeWaitSock", TcpHeader], None],
                  release: Callable[["TimeWaitSock"], None]) -> None:
-        Timer.__init__(self, None, "time_wait")
+        # (Timer.__init__'s fields, set here: one call less per TIME_WAIT connection)
+        self.name = "time_wait"
+        self.expires = 0.0
+        self._tick = self._filed = 0
+        self._slot = self._prev = self._next = None
         self.state = TIME_WAIT
         self.local = conn.local
         self.remote = conn.remote

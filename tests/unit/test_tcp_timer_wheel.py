@@ -399,3 +399,109 @@ def test_matches_naive_model(ops_list, reacts, start: float) -> None:
     w.advance(now)
     model.advance(now, model_fire)
     assert wheel_log == model_log
+
+
+def test_lower_bound_after_cancel_needs_no_walk() -> None:
+    """A cancelled earliest leaves a lower bound: arms at or above it make no hook call and no
+    recompute; an arm below it is the exact earliest (hook called, cache exact again)."""
+    w = TimerWheel()
+    calls: list[float] = []
+    w.on_new_earliest = calls.append
+    a, b, c, d = (Timer(lambda now: None) for _ in range(4))
+    w.arm(a, 0.010)
+    w.arm(b, 0.300)
+    w.cancel(a)                                   # bound stays at 10 ms (true earliest: 300 ms)
+    assert w.next_expiry_bound() == pytest.approx(0.010)
+    w.arm(c, 0.200)                               # above the bound: the driver waits until 10 ms anyway
+    assert calls == [pytest.approx(0.010)]
+    w.arm(d, 0.005)                               # below it: the new earliest, exactly
+    assert calls[-1] == pytest.approx(0.005)
+    assert w.next_expiry_bound() == pytest.approx(0.005) == w.next_expiry()
+    w.cancel(d)
+    assert w.next_expiry() == pytest.approx(0.200)   # exact on request
+
+
+def test_lazily_postponed_timer_pulled_below_a_stale_bound_calls_the_hook() -> None:
+    """t filed at 100 ms and postponed to 500 ms (lazy: still filed at 100), u at 300 ms; the
+    exact earliest is 300.  Cancelling u leaves 300 as the bound; re-arming t to 200 ms (lazy
+    again: above where it is filed) must still tell the driver, or t would fire at 300."""
+    w = TimerWheel()
+    t, u = Timer(lambda now: None), Timer(lambda now: None)
+    w.arm(t, 0.100)
+    w.arm(t, 0.500)
+    w.arm(u, 0.300)
+    w.advance(0.050)
+    assert w.next_expiry_bound() == pytest.approx(0.300)
+    calls: list[float] = []
+    w.on_new_earliest = calls.append
+    w.cancel(u)
+    w.arm(t, 0.200)
+    assert calls == [pytest.approx(0.200)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["arm", "arm", "cancel", "run"]), st.integers(0, 11),
+                          st.floats(0.0, 0.5)), max_size=120))
+def test_driver_on_the_bound_never_fires_late(ops_list: list) -> None:
+    """Driven like aio.Stack (one call_at, only moved earlier, set from on_new_earliest and from
+    next_expiry_bound after API calls and each advance), no timer fires more than one tick late."""
+    G = 0.001
+    w = TimerWheel(granularity=G)
+    fired: list[tuple[int, float, float]] = []
+    deadline: dict[int, float] = {}
+    handle: list[float | None] = [None]
+    state = {"now": 0.0}
+
+    def arm_driver(when: float) -> None:
+        if handle[0] is None or when < handle[0]:
+            handle[0] = when
+
+    def kick() -> None:
+        nxt = w.next_expiry_bound()
+        if nxt is not None:
+            arm_driver(nxt)
+
+    def fire(i: int):
+        def cb(now: float) -> None:
+            fired.append((i, deadline.pop(i), now))
+        return cb
+
+    w.on_new_earliest = arm_driver
+    timers = [Timer(fire(i)) for i in range(12)]
+    for op, i, x in ops_list:
+        now = state["now"]
+        if op == "arm":
+            deadline[i] = now + x
+            w.arm(timers[i], now + x)
+            kick()
+        elif op == "cancel":
+            w.cancel(timers[i])
+            deadline.pop(i, None)
+            kick()
+        elif handle[0] is not None:
+            when = handle[0]
+            # the driver's wake-up is never after a pending deadline's tick
+            for d in deadline.values():
+                assert when <= math.ceil(d / G - 1e-6) * G + 1e-9
+            handle[0] = None
+            state["now"] = max(now, when)
+            w.advance(state["now"])
+            kick()
+    for i, d, at in fired:
+        assert d - 1e-9 <= at <= d + G + 1e-9
+
+
+def test_replace_takes_the_deadline_and_place() -> None:
+    w = TimerWheel()
+    log: list = []
+    a, b, c = Timer(recorder(log, "a")), Timer(recorder(log, "b")), Timer(recorder(log, "c"))
+    w.arm(a, 0.5)
+    w.arm(c, 0.5)
+    w.arm(a, 0.7)                      # lazy: a stays filed at 0.5
+    w.replace(a, b)
+    assert not w.pending(a) and w.pending(b) and b.expires == 0.7 and len(w) == 2
+    assert w.next_expiry() == pytest.approx(0.5)
+    assert w.advance(0.69) == 1 and log == [("c", 0.69)]
+    assert w.advance(0.7) == 1 and log[-1] == ("b", 0.7)
+    w.replace(a, c)                    # old not pending: nothing to take
+    assert not w.pending(c) and len(w) == 0
