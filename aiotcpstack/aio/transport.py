@@ -109,8 +109,12 @@ class TcpTransport(asyncio.Transport):
         self._conn = conn
         self._names = None
         cfg = getattr(conn, "config", None)
-        self._sndbuf = getattr(cfg, "sndbuf", 0) if cfg is not None else 0
-        self._sndbuf_max = max(self._sndbuf, getattr(cfg, "sndbuf_max", 0) if cfg is not None else 0)
+        if cfg is not None:
+            self._sndbuf = n = cfg.sndbuf
+            m = cfg.sndbuf_max
+            self._sndbuf_max = m if m > n else n
+        else:
+            self._sndbuf = self._sndbuf_max = 0
 
     def _start(self, protocol: Any, waiter: asyncio.Future | None = None) -> None:
         """Set the protocol and schedule ``connection_made`` (like the selector transports).

@@ -103,14 +103,18 @@ def rst_for(hdr: TcpHeader, payload_len: int) -> TcpHeader | None:
     return TcpHeader(hdr.dst_port, hdr.src_port, 0, (hdr.seq + seg_len) & MASK, RST | ACK, 0)
 
 
-def _new_rtt(config):
-    # (RttEstimator.from_config, without its keyword/getattr overhead: once per connection)
-    return RttEstimator(config.rto_initial, config.rto_min, config.rto_max, 0.001)
+_CC_CLASS: dict[str, type] = {}      # congestion_control name -> class (registry.get, once per name)
 
 
 def _new_cc(config, mss: int, now: float):
     """The congestion-control instance named by ``config.congestion_control`` (tcp/congestion/)."""
-    return _cc_registry.get(config.congestion_control)(mss=mss, initial_cwnd=config.initial_cwnd, now=now)
+    name = config.congestion_control
+    cls = _CC_CLASS.get(name)
+    if cls is None:
+        cls = _cc_registry.get(name)
+        if len(_CC_CLASS) < 64:
+            _CC_CLASS[name] = cls
+    return cls(mss, config.initial_cwnd, now)
 
 
 _WSCALE: dict[int, int] = {}     # rcvbuf_max -> choose_wscale(rcvbuf_max), for __init__
@@ -276,14 +280,15 @@ class TcpConnection:
         self.peer_mss = pm = _PEER_MSS6 if self._is_v6 else _PEER_MSS4
         mss = config.mss
         self.mss = mss if mss < pm else pm
-        self.rcv_mss = min(config.mss, 536)
+        self.rcv_mss = mss if mss < 536 else 536
         self.ts_ok = False
         self.ts_recent = 0
         self.ts_recent_stamp = None
         self.sack_ok = False
         self.ws_ok = False
 
-        self.rtt = _new_rtt(config)
+        # (RttEstimator.from_config without its keyword/getattr overhead: once per connection)
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max, 0.001)
         self.cc = None
         self.sb = SackScoreboard()
         self.ca_state = CA_OPEN
@@ -728,13 +733,15 @@ class TcpConnection:
         self.rcv_nxt = (syn.seq + 1) & MASK
         self.rcv_wup = self.rcv_nxt
         self.last_ack_sent = self.rcv_nxt
-        self.rcv_adv = (self.rcv_nxt + min(self.rcvbuf, 65535)) & MASK
+        rcvbuf = self.rcvbuf
+        self.rcv_adv = (self.rcv_nxt + (rcvbuf if rcvbuf < 65535 else 65535)) & MASK
         if opts.mss:
             self.peer_mss = opts.mss
         # RFC 7323 2.2: window scaling only if both sides sent the option
         if cfg.window_scaling and opts.wscale is not None:
             self.ws_ok = True
-            self.snd_wscale = min(opts.wscale, 14)
+            ws = opts.wscale
+            self.snd_wscale = ws if ws < 14 else 14
         else:
             self.ws_ok = False
             self.snd_wscale = 0
@@ -746,11 +753,15 @@ class TcpConnection:
             self.ts_recent_stamp = now
         else:
             self.ts_ok = False
-        eff = min(cfg.mss, self.peer_mss)
+        eff = cfg.mss
+        if self.peer_mss < eff:
+            eff = self.peer_mss
         if self.ts_ok:
             eff -= 12                                 # Linux mss_cache excludes the TS option
-        self.mss = max(eff, 48)
-        self.rcv_mss = min(self.mss, 536)
+        if eff < 48:
+            eff = 48
+        self.mss = eff
+        self.rcv_mss = eff if eff < 536 else 536
 
     def _syn_rtt_sample(self, tsecr: int, now: float) -> None:
         if self.ts_ok and tsecr:
@@ -1840,7 +1851,7 @@ class TcpConnection:
         self.wheel.arm(timer, when)
 
     def _cancel(self, timer: Timer) -> None:
-        if timer.pending:
+        if timer._slot is not None:                   # (pending)
             self.wheel.cancel(timer)
 
     def _on_rtx_timer(self, now: float) -> None:

@@ -42,10 +42,13 @@ def _key(secret: bytes) -> bytes:
 class IsnGenerator:
     """RFC 6528 ISN source for one stack (one secret)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_isn_base")
 
     def __init__(self, secret: bytes) -> None:
         self._key = _key(secret)
+        # the keyed ISN hash state before any data, copied per connection: the key block is
+        # compressed once per stack instead of once per SYN (~0.6 us each)
+        self._isn_base = hashlib.blake2s(digest_size=4, key=self._key, person=b"ats-isn")
 
     def _hash32(self, person: bytes, data: bytes) -> int:
         h = hashlib.blake2s(data, digest_size=4, key=self._key, person=person)
@@ -54,8 +57,9 @@ class IsnGenerator:
     def isn(self, local: bytes, lport: int, remote: bytes, rport: int, now: float) -> int:
         """``M + F(localip, localport, remoteip, remoteport, secretkey)`` mod 2**32 (RFC 6528 3)."""
         m = int(now / ISN_TICK) & _MASK32
-        f = self._hash32(b"ats-isn", bytes(local) + bytes(remote) + _PORTS.pack(lport, rport))
-        return (m + f) & _MASK32
+        h = self._isn_base.copy()          # (= _hash32(b"ats-isn", ...))
+        h.update(bytes(local) + bytes(remote) + _PORTS.pack(lport, rport))
+        return (m + int.from_bytes(h.digest(), "big")) & _MASK32
 
     def ts_offset(self, local: bytes, remote: bytes) -> int:
         """Per-address-pair TSval offset (Linux ``secure_tcp_ts_off``), 32 bits."""

@@ -52,3 +52,15 @@ def test_secret_of_any_length_is_deterministic() -> None:
     assert IsnGenerator(b"a0").isn(A4, 1, B4, 2, 0.0) != IsnGenerator(b"a1").isn(A4, 1, B4, 2, 0.0)
     with pytest.raises(TypeError):
         IsnGenerator("not bytes")  # type: ignore[arg-type]
+
+
+def test_isn_is_the_keyed_hash_of_the_four_tuple_plus_the_clock() -> None:
+    """The per-stack copied hash state gives exactly RFC 6528's M + F(4-tuple, key)."""
+    import struct
+    from aiotcpstack.tcp.isn import ISN_TICK, IsnGenerator
+    gen = IsnGenerator(b"s" * 40)
+    for i in range(50):
+        lip, rip = bytes([10, 0, 0, i]), bytes([10, 0, 1, 255 - i])
+        now = 1.5 + i * 0.37
+        f = gen._hash32(b"ats-isn", lip + rip + struct.pack("!HH", 1000 + i, 80))
+        assert gen.isn(lip, 1000 + i, rip, 80, now) == (int(now / ISN_TICK) + f) & 0xFFFFFFFF
