@@ -489,7 +489,9 @@ class Stack:
         # bound calls _arm_timer itself)
         nxt = wheel.next_expiry_bound()
         if nxt is not None:
-            self._arm_timer(nxt)
+            when = self._timer_when
+            if when is None or nxt < when:        # (_arm_timer's own test, without the call)
+                self._arm_timer(nxt)
 
     # ------------------------------------------------------------------ host integration (shared)
     #: shared mode: ephemeral ports are reserved in the kernel and added to the RST guard ahead of
