@@ -498,10 +498,10 @@ class Stack:
     #: use, this many at a time (one namespace check and ONE nft transaction per batch instead of a
     #: netlink round trip per connection); a pool that runs dry again within ``PORT_BATCH_WINDOW``
     #: seconds gets twice the batch, up to ``PORT_BATCH_MAX`` (a connection burst pays the
-    #: transaction's fixed cost ~8x less often), back to ``PORT_BATCH`` after a quiet spell; at
-    #: most one batch is held unused
+    #: transaction's fixed cost 4x less often; a batch stalls the loop ~20 us per port, so it
+    #: stays small), back to ``PORT_BATCH`` after a quiet spell; at most one batch is held unused
     PORT_BATCH = 32
-    PORT_BATCH_MAX = 256
+    PORT_BATCH_MAX = 128
     PORT_BATCH_WINDOW = 1.0
     _port_batch = 0                    # the current batch size (0: PORT_BATCH)
     _last_refill = -1e9                # loop time of the last refill
