@@ -499,20 +499,42 @@ class TcpConnection:
         self._deliver(now)
         if self.state == CLOSED:
             return
-        # Linux tcp_cleanup_rbuf: tell the peer when the window grew a lot.
         if self.state in S.SYNCHRONIZED and self.state != TIME_WAIT:
-            free = self.rcvbuf - self.rx_unread - self.ofo.nbytes
-            if old_win >= HALF:
-                old_win = 0
-            if free >= 2 * old_win and free - old_win >= self.rcv_mss:
-                self.ack_pending = 2
+            self._window_update_check(old_win)
             self._output(now)
             if self.ack_pending == 2:
                 self._send_ack(now)
 
     def end_batch(self, now: float) -> None:
-        """After a drained receive batch: deliver data once, then send data and one pending ACK."""
-        self._deliver(now)
+        """After a drained receive batch: deliver data once, then send data and one pending ACK.
+
+        When the batch brought more than one full-sized segment (an immediate ACK is due: RFC
+        9293 3.8.6.3 / RFC 1122 4.2.3.2, Linux ``__tcp_ack_snd_check``), the ACK goes out
+        *before* the delivery, as Linux ACKs in softirq before the application reads: the
+        sender's next flight is then under way while the data is copied to the application
+        (on a veth the peer's ACK processing runs inside our ``sendmsg``), instead of one
+        delivery later.  The right edge does not move (never shrinks, RFC 9293 SHLD-14); the
+        space the delivery frees is announced by the next ACK.  The ACK stays after the
+        delivery (one ACK, as before) when the delivery will open the window so much that a
+        window update would be due at once anyway (Linux ``tcp_cleanup_rbuf``: at least twice
+        the window the peer knows -- a small buffer, the start of a connection), when the
+        application is not reading, and for a batch of at most one segment (request/response
+        traffic: a reply written in ``data_received`` still carries the ACK)."""
+        if (self.ack_pending == 2 and self.rx and self.state is ESTABLISHED and self.reading
+                and ((self.rcv_nxt - self.rcv_wup) & MASK) > self.rcv_mss):
+            win = (self.rcv_adv - self.rcv_nxt) & MASK
+            if win >= HALF:
+                win = 0
+            free = self.rcvbuf - self.ofo.nbytes          # after the delivery
+            if free < 2 * win or free - win < self.rcv_mss:
+                self._send_ack(now)
+                self._deliver(now)
+                if self.state is ESTABLISHED:
+                    self._window_update_check((self.rcv_adv - self.rcv_nxt) & MASK)
+            else:
+                self._deliver(now)
+        else:
+            self._deliver(now)
         st = self.state
         if st == CLOSED:
             return
@@ -531,6 +553,16 @@ class TcpConnection:
             self._send_ack(now)
         elif ap == 1:
             self._schedule_delack(now)
+
+    def _window_update_check(self, old_win: int) -> None:
+        """After the application took data: ACK now if the window it frees is at least twice the
+        one the peer knows and grows it by a segment or more (Linux ``tcp_cleanup_rbuf``,
+        "lots means at least twice")."""
+        if old_win >= HALF:
+            old_win = 0
+        free = self.rcvbuf - self.rx_unread - self.ofo.nbytes
+        if free >= 2 * old_win and free - old_win >= self.rcv_mss:
+            self.ack_pending = 2
 
     def update_mss(self, mtu_mss: int, now: float, retransmit: bool = True) -> None:
         """Path MTU went down (ICMP fragmentation needed / packet too big, RFC 1191/8201):

@@ -260,6 +260,53 @@ def test_receive_buffer_autotuning_grows():
     assert h.conn.rcvbuf > 65536
 
 
+def test_bulk_batch_is_acked_before_delivery_when_the_window_is_open():
+    """A batch of several full segments with a window that the delivery would not double: the
+    ACK goes out before the data is handed over (as Linux ACKs in softirq before the
+    application reads), one ACK per batch, the right edge never moves left.  While the
+    delivery would open the window a lot (the first batch after the SYN's 64 KB window), the
+    ACK stays after it and carries the opened window."""
+    cfg = TcpConfig(timestamps=False, sack=False, window_scaling=True, rcvbuf=1 << 20, moderate_rcvbuf=False)
+    h = Harness(cfg, iss=1000)
+    h.establish_active(5000, peer_opts=TcpOptions(mss=1460, wscale=7))
+    acks_at_delivery = []
+    h.rec.on_data = lambda d: acks_at_delivery.append([s.ack for s in h.out])
+    seq = 5001
+    t = 0.1
+    for i in range(16):                    # leave quickack mode (each segment ACKed)
+        h.feed(t, ".", seq, 1001, payload=b"q" * MSS)
+        seq += MSS
+    h.take()
+    acks_at_delivery.clear()
+    edges = []
+    for batch in range(3):
+        segs = [dict(flags=".", seq=seq + i * MSS, ack=1001, payload=b"b" * MSS) for i in range(4)]
+        out = h.feed_batch(t, segs)
+        seq += 4 * MSS
+        assert [s.ack for s in out] == [seq]
+        assert acks_at_delivery[-1][-1] == seq          # already sent when the data was delivered
+        edges.append(out[0].ack + (out[0].window << h.conn.rcv_wscale))
+        h.take()
+        t += 0.001
+    assert edges == sorted(edges)
+    assert bytes(h.rec.data) == b"q" * 16 * MSS + b"b" * 12 * MSS
+
+
+def test_batch_that_opens_the_window_a_lot_is_acked_after_delivery():
+    cfg = TcpConfig(timestamps=False, sack=False, window_scaling=True, rcvbuf=8 * MSS, moderate_rcvbuf=False)
+    h = Harness(cfg, iss=1000)
+    h.establish_active(5000, peer_opts=TcpOptions(mss=1460, wscale=7))
+    acks_at_delivery = []
+    h.rec.on_data = lambda d: acks_at_delivery.append(len(h.out))
+    segs = [dict(flags=".", seq=5001 + i * MSS, ack=1001, payload=b"s" * MSS) for i in range(6)]
+    out = h.feed_batch(0.1, segs)
+    # 6 of 8 segments' space taken: the delivery frees 4x the window left -> one ACK, after it,
+    # with the whole buffer as the window
+    assert acks_at_delivery == [0]
+    assert [s.ack for s in out] == [5001 + 6 * MSS]
+    assert out[0].window << h.conn.rcv_wscale >= 7 * MSS
+
+
 def test_cork_partial_segment_flushed_after_ceiling():
     h = est(TcpConfig(timestamps=False, sack=False, window_scaling=False, cork=True))
     h.conn.send(b"c" * 100, 0.1)
