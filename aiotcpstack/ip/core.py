@@ -384,11 +384,18 @@ class NetworkCore:
                         e16, tot, ident, w4, ipcs, a12, seq, d8, tcs, o14 = raw(frame)
                     except _StructError:
                         e16 = None
-                    if (e16 == k16 and seq == nxt and a12 == k12 and o14 == k14 and w4 == kw4
-                            and RAW_LEN - 14 < tot and (d8 == k8 or d8 == k8p)):
+                    if (e16 == k16 and seq == nxt and a12 == k12 and w4 == kw4 and RAW_LEN - 14 < tot
+                            and (d8 == k8 or d8 == k8p)):
+                        if o14 == k14:
+                            newts = -1               # (the same TSval)
+                        elif (o14[:6] == k14[:6] and o14[10:] == k14[10:]
+                              and 0 < ((newts := _from_bytes(o14[6:10], "big")) - kts) & 0xFFFFFFFF < 0x80000000):
+                            pass                     # only the TSval changed, to a newer one (gro.py)
+                        else:
+                            newts = None
                         p = frame[RAW_LEN:14 + tot]
                         plen = tot - RAW_LEN + 14
-                        if len(p) == plen:
+                        if newts is not None and len(p) == plen:
                             if trusted:
                                 ok = True
                             elif (kip + tot + ident + ipcs) % 0xFFFF:      # the IPv4 header checksum
@@ -402,8 +409,15 @@ class NetworkCore:
                                 if FOLD_MIN < plen <= FOLD_MAX:
                                     x = (x >> FOLD_BITS) + (x & FOLD_MASK)
                                     x = (x >> FOLD2_BITS) + (x & FOLD2_MASK)
-                                ok = (((x % 0xFFFF) << 8) + (kt if d8 == k8 else ktp) + tot + seq + tcs) % 0xFFFF == 0
+                                ok = (((x % 0xFFFF) << 8) + (kt if d8 == k8 else ktp) + tot + seq + tcs
+                                      + (newts - kts if newts >= 0 else 0)) % 0xFFFF == 0
                             if ok:
+                                if newts >= 0:
+                                    g.extend_ts(newts)       # (before the part: it starts there)
+                                    k14 = o14
+                                    kt += newts - kts
+                                    ktp += newts - kts
+                                    kts = newts
                                 append(p)
                                 nxt = (seq + plen) & 0xFFFFFFFF
                                 if d8 != k8:
@@ -424,7 +438,7 @@ class NetworkCore:
                     if key is None:
                         k16 = None
                     else:
-                        k16, kw4, k12, k8, k8p, k14, kip, kt, ktp = key
+                        k16, kw4, k12, k8, k8p, k14, kts, kip, kt, ktp = key
                         nxt = g.next_seq
                         append = g.parts.append
                 elif g2 is not g:

@@ -71,9 +71,10 @@ def raw_key(frame: Any) -> tuple | None:
     """The run key of ``frame``, the first segment of a held data run (its ``GroHold`` was just
     made from it), or None when it is not of the one layout the run check reads (``RAW``).
 
-    ``(eth_ip16, frag_ttl_proto, addrs_ports, ack_flags_win, ack_flags_win_psh, urg_ts, ip_sum,
-    tcp_sum, tcp_sum_psh)``: the constant byte strings, the same ACK/flags/window bytes with PSH
-    toggled (PSH may differ within a run, as in ``tcp_gro_receive``), and the ones'-complement
+    ``(eth_ip16, frag_ttl_proto, addrs_ports, ack_flags_win, ack_flags_win_psh, urg_ts, tsval,
+    ip_sum, tcp_sum, tcp_sum_psh)``: the constant byte strings, the same ACK/flags/window bytes with
+    PSH toggled (PSH may differ within a run), the TSval in ``urg_ts`` (it may grow within a run:
+    the run check then adds the difference to the TCP sum), and the ones'-complement
     sums (RFC 1071, as plain ints: only their value mod 0xffff matters) of what is constant:
     ``ip_sum`` of the IPv4 header words but total length, ident and checksum; ``tcp_sum`` of the
     pseudo-header (addresses, protocol; the TCP length is added per frame as ``tot - 20``, hence
@@ -91,7 +92,7 @@ def raw_key(frame: Any) -> tuple | None:
     flags = d8[5]
     d8p = d8[:5] + bytes((flags ^ _PSH_WORD,)) + d8[6:]
     tcp_sum_psh = tcp_sum + (-_PSH_WORD if flags & _PSH_WORD else _PSH_WORD)
-    return (e16, w4, a12, d8, d8p, o14, ip_sum, tcp_sum, tcp_sum_psh)
+    return (e16, w4, a12, d8, d8p, o14, int.from_bytes(o14[6:10], "big"), ip_sum, tcp_sum, tcp_sum_psh)
 
 
 class GroHold:

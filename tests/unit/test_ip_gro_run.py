@@ -66,7 +66,7 @@ def test_raw_key_reads_only_the_one_layout() -> None:
     assert raw_key(no_ts) is None                                  # data offset 5
     assert raw_key(with_ip(f, b14=0x46)) is None                   # IHL 6
     # PSH is the only flag the key allows to differ: the two variants and their sums differ by it
-    _e16, _w4, _a12, d8, d8p, _o14, _ip, kt, ktp = key
+    _e16, _w4, _a12, d8, d8p, _o14, _ts, _ip, kt, ktp = key
     assert d8[5] ^ d8p[5] == PSH and d8[:5] == d8p[:5] and abs(kt - ktp) == PSH
 
 
@@ -100,14 +100,17 @@ def test_psh_and_plain_segments_are_one_run_checked_inline() -> None:
 
 def test_a_newer_tsval_continues_the_run() -> None:
     data = stream(30 * MSS, 22)
+    general: dict[bool, list] = {}
 
     def sc(c: Conn) -> None:
+        general[c.core.gro] = general_path_frames(c)
         c.receive([(c.data(data[i:i + MSS], ts=Conn.TS + i // (7 * MSS)), False) for i in range(0, len(data), MSS)],
                   0.02)
         c.receive([(c.data(b"z" * 10, ts=Conn.TS + 9), False)], 0.03)    # ACKed: TS.Recent is the first part's
 
     on, _off = both(sc)
     assert on.counters["TcpGroMerged"] == 29
+    assert len(general[True]) == 2                   # the run's first frame, the lone last one
     assert bytes(on.sink.data) == data + b"z" * 10
 
 
