@@ -62,9 +62,10 @@ _TS_OPT = b"\x01\x01\x08\x0a"
 _PSH_WORD = PSH                  # the flags byte is the low byte of the data offset/flags word
 
 
-def _words(b: bytes) -> int:
-    """The sum of the big-endian 16-bit words of ``b`` (an even number of bytes)."""
-    return sum(struct.unpack(f"!{len(b) // 2}H", b))
+#: the 16-bit words of the constant fields (RAW): version/IHL/TOS; fragment word, TTL/protocol;
+#: addresses (4 words); ports (2); ACK, data offset/flags, window (4); urgent pointer and the
+#: timestamp option (7)
+_CONST_WORDS = struct.Struct("!14xH4xHH2xHHHHHH4xHHHH2xHHHHHHH").unpack_from
 
 
 def raw_key(frame: Any) -> tuple | None:
@@ -86,9 +87,10 @@ def raw_key(frame: Any) -> tuple | None:
     e16, _tot, _ident, w4, _csum, a12, _seq, d8, _tcsum, o14 = RAW.unpack_from(frame)
     if e16[12:15] != b"\x08\x00\x45" or d8[4] >> 4 != 8 or o14[2:6] != _TS_OPT:
         return None
-    addr = _words(a12[:8])
-    ip_sum = (e16[14] << 8 | e16[15]) + (w4 >> 16) + (w4 & 0xFFFF) + addr
-    tcp_sum = addr + 6 - 20 + _words(a12[8:]) + _words(d8) + _words(o14)
+    w = _CONST_WORDS(frame)
+    addr = w[3] + w[4] + w[5] + w[6]
+    ip_sum = w[0] + w[1] + w[2] + addr
+    tcp_sum = addr + 6 - 20 + sum(w[7:])
     flags = d8[5]
     d8p = d8[:5] + bytes((flags ^ _PSH_WORD,)) + d8[6:]
     tcp_sum_psh = tcp_sum + (-_PSH_WORD if flags & _PSH_WORD else _PSH_WORD)
