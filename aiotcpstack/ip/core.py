@@ -306,12 +306,8 @@ class NetworkCore:
     # receive path
     # ------------------------------------------------------------------------------------------
     def receive(self, batch: list, now: float) -> None:
-        """Process one drained batch of ``(frame, csum_trusted)``; then ``end_batch`` once per
-        touched connection.
-
-        The common case -- an option-less IPv4 header addressed to our MAC -- is parsed inline
-        (one ``unpack_from``, the same checks as ``wire.ipv4.parse_ipv4``); everything else goes
-        through the wire parsers."""
+        """Process one drained batch of ``(frame, csum_trusted)`` (:meth:`_rx_frames`); then
+        ``end_batch`` once per touched connection."""
         self.now = now
         counters = self.counters
         mac = self.mac
