@@ -37,13 +37,14 @@ from ..mib import Counters
 from ..tcp.config import TcpConfig
 from ..wire import arp as _arp
 from ..wire import tcp as _tcp
+from ..wire.checksum import FOLD2_BITS, FOLD2_MASK, FOLD_BITS, FOLD_MASK, FOLD_MAX, FOLD_MIN
 from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
 from ..wire.ipv6 import build_ipv6_header
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, ANY4, ANY6, DemuxTable
-from .gro import GroHold
+from .gro import RAW, RAW_LEN, GroHold, raw_key
 from ..tcp.listener import Listener
 from ..tcp.state import ESTABLISHED as _ESTABLISHED
 from ..tcp.connection import CA_OPEN as _CA_OPEN
@@ -74,6 +75,8 @@ _W2 = struct.Struct("!HH").unpack                       # an IPv4 address as two
 #: (lip, rip) -> Route's (_psb, _ipb) header-sum constants (pure functions of the pair), bounded
 _ROUTE_SUMS: dict[tuple[bytes, bytes], tuple[int, int]] = {}
 _from_bytes = int.from_bytes
+_RAW_UNPACK = RAW.unpack_from
+_StructError = struct.error
 _HP_FLAGS = ~PSH & 0xFF                                  # only ACK (and PSH) may be set
 _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
 _MASK32 = 0xFFFFFFFF
@@ -340,12 +343,8 @@ class NetworkCore:
     # receive path
     # ------------------------------------------------------------------------------------------
     def receive(self, batch: list, now: float) -> None:
-        """Process one drained batch of ``(frame, csum_trusted)``; then ``end_batch`` once per
-        touched connection.
-
-        The common case -- an option-less IPv4 header addressed to our MAC -- is parsed inline
-        (one ``unpack_from``, the same checks as ``wire.ipv4.parse_ipv4``); everything else goes
-        through the wire parsers."""
+        """Process one drained batch of ``(frame, csum_trusted)`` (:meth:`_rx_frames`); then
+        ``end_batch`` once per touched connection."""
         self.now = now
         counters = self.counters
         mac = self.mac
@@ -397,61 +396,153 @@ class NetworkCore:
 
     def _rx_frames(self, batch: list, now: float, counters: Counters, mac: bytes, local_v4: set,
                    eth_unpack: Any, ip_unpack: Any, rx_tcp: Any) -> None:
-        nframes = 0
-        for frame, trusted in batch:
-            nframes += 1
-            n = len(frame)
-            if n < ETH_HLEN:
-                counters["LinkInDrops"] += 1
-                continue
-            dst, src, ethertype = eth_unpack(frame)
-            if src == mac and not self.loopback_link:   # our own (or the kernel's) outgoing frame seen by a tap
-                continue
-            try:
-                if ethertype == ETH_P_IP:
-                    if dst != mac:
-                        continue     # IPv4 broadcast/multicast: nothing for TCP
-                    mv = frame if type(frame) is memoryview else memoryview(frame)
-                    if n >= 34 and mv[14] == 0x45:
-                        # (header checksum below: RFC 1071's sum is 0xffff iff the 20 bytes are 0
-                        # mod 0xffff -- never all zero with version 4 -- in one C call)
-                        _v, _tos, tot, _id, frag, _ttl, proto, _c, ipsrc, ipdst = ip_unpack(mv, 14)
-                        if tot < 20 or tot + 14 > n or (not trusted and _from_bytes(mv[14:34], "little") % 0xFFFF):
-                            counters["IpInHdrErrors"] += 1
-                            continue
-                        if ipdst not in local_v4:
-                            if self.dedicated:
-                                counters["IpInAddrErrors"] += 1
-                            continue
-                        counters["IpInReceives"] += 1
-                        if frag & 0x3FFF:               # MF or a fragment offset
-                            counters["IpReasmFails"] += 1
-                            continue
-                        if proto == IPPROTO_TCP:
-                            rx_tcp(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
+        """The frame loop: the run check of software GRO inline (the common frame of a bulk
+        receive costs no call), every other frame through :meth:`_rx_frame`."""
+        counters["LinkInFrames"] += len(batch)
+        extended = 0          # frames the run check appended (counted in IpInReceives at the end)
+        g = self._gro         # the hold the run key belongs to
+        k16 = None            # the held data run's key (gro.raw_key); None: no run to extend
+        nxt = 0               # the run's next sequence number (g.next_seq, written back below)
+        raw = _RAW_UNPACK
+        rx_frame = self._rx_frame
+        try:
+            for frame, trusted in batch:
+                if k16 is not None:
+                    # Software GRO's run check (gro.py): a frame whose headers are those of the
+                    # run's first frame but for the fields a run may change (gro.RAW), at the next
+                    # sequence number, with both checksums right, extends the run.  Anything else
+                    # -- a mismatch, a bad checksum, no payload, a short frame -- takes the general
+                    # path, which decides exactly as it would have without this check.
+                    try:
+                        e16, tot, ident, w4, ipcs, a12, seq, d8, tcs, o14 = raw(frame)
+                    except _StructError:
+                        e16 = None
+                    if (e16 == k16 and seq == nxt and a12 == k12 and w4 == kw4 and RAW_LEN - 14 < tot
+                            and (d8 == k8 or d8 == k8p)):
+                        if o14 == k14:
+                            newts = -1               # (the same TSval)
+                        elif (o14[:6] == k14[:6] and o14[10:] == k14[10:]
+                              and 0 < ((newts := _from_bytes(o14[6:10], "big")) - kts) & 0xFFFFFFFF < 0x80000000):
+                            pass                     # only the TSval changed, to a newer one (gro.py)
                         else:
-                            if self._gro is not None:
-                                self._gro_flush(now)
-                            self._rx_ipv4(mv[14:], trusted, src, now, True)
+                            newts = None
+                        p = frame[RAW_LEN:14 + tot]
+                        plen = tot - RAW_LEN + 14
+                        if newts is not None and len(p) == plen:
+                            if trusted:
+                                ok = True
+                            elif (kip + tot + ident + ipcs) % 0xFFFF:      # the IPv4 header checksum
+                                ok = False
+                            else:
+                                # the TCP checksum: the payload as one little-endian int, folded
+                                # and byte-swapped (<< 8) as in wire/checksum.py, plus the run's
+                                # constant sum (gro.raw_key) and the words that vary (2**16 == 1
+                                # mod 0xffff: a 32-bit field adds as itself)
+                                x = _from_bytes(p, "little")
+                                if FOLD_MIN < plen <= FOLD_MAX:
+                                    x = (x >> FOLD_BITS) + (x & FOLD_MASK)
+                                    x = (x >> FOLD2_BITS) + (x & FOLD2_MASK)
+                                ok = (((x % 0xFFFF) << 8) + (kt if d8 == k8 else ktp) + tot + seq + tcs
+                                      + (newts - kts if newts >= 0 else 0)) % 0xFFFF == 0
+                            if ok:
+                                if newts >= 0:
+                                    g.extend_ts(newts)       # (before the part: it starts there)
+                                    k14 = o14
+                                    kt += newts - kts
+                                    ktp += newts - kts
+                                    kts = newts
+                                append(p)
+                                nxt = (seq + plen) & 0xFFFFFFFF
+                                if d8 != k8:
+                                    g.flags |= PSH
+                                extended += 1
+                                continue
+                    g.next_seq = nxt         # the hold as the general path expects it
+                    g.nbytes = (nxt - g.seq) & 0xFFFFFFFF
+                nparts = len(g.parts) if g is not None else 0
+                rx_frame(frame, trusted, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
+                g2 = self._gro
+                if g2 is not None and len(g2.parts) == (nparts + 1 if g2 is g else 1):
+                    # the frame started a data run or is the newest part of the held one (e.g.
+                    # with a newer TSval): the run goes on inline from this frame's headers, if
+                    # they are of the one layout the run check reads
+                    g = g2
+                    key = raw_key(frame)
+                    if key is None:
+                        k16 = None
+                    else:
+                        k16, kw4, k12, k8, k8p, k14, kts, kip, kt, ktp = key
+                        nxt = g.next_seq
+                        append = g.parts.append
+                elif g2 is not g:
+                    g = g2                   # the hold ended (or a pure-ACK hold began)
+                    k16 = None
+            if k16 is not None:
+                g.next_seq = nxt
+                g.nbytes = (nxt - g.seq) & 0xFFFFFFFF
+        finally:
+            # (an exception can only come from _rx_frame, after the hold was written back)
+            if extended:
+                counters["IpInReceives"] += extended
+
+    def _rx_frame(self, frame: Any, trusted: bool, now: float, counters: Counters, mac: bytes, local_v4: set,
+                  eth_unpack: Any, ip_unpack: Any, rx_tcp: Any) -> None:
+        """One frame through the general receive path.
+
+        The common case -- an option-less IPv4 header addressed to our MAC -- is parsed inline
+        (one ``unpack_from``, the same checks as ``wire.ipv4.parse_ipv4``); everything else goes
+        through the wire parsers."""
+        n = len(frame)
+        if n < ETH_HLEN:
+            counters["LinkInDrops"] += 1
+            return
+        dst, src, ethertype = eth_unpack(frame)
+        if src == mac and not self.loopback_link:   # our own (or the kernel's) outgoing frame seen by a tap
+            return
+        try:
+            if ethertype == ETH_P_IP:
+                if dst != mac:
+                    return     # IPv4 broadcast/multicast: nothing for TCP
+                mv = frame if type(frame) is memoryview else memoryview(frame)
+                if n >= 34 and mv[14] == 0x45:
+                    # (header checksum below: RFC 1071's sum is 0xffff iff the 20 bytes are 0
+                    # mod 0xffff -- never all zero with version 4 -- in one C call)
+                    _v, _tos, tot, _id, frag, _ttl, proto, _c, ipsrc, ipdst = ip_unpack(mv, 14)
+                    if tot < 20 or tot + 14 > n or (not trusted and _from_bytes(mv[14:34], "little") % 0xFFFF):
+                        counters["IpInHdrErrors"] += 1
+                        return
+                    if ipdst not in local_v4:
+                        if self.dedicated:
+                            counters["IpInAddrErrors"] += 1
+                        return
+                    counters["IpInReceives"] += 1
+                    if frag & 0x3FFF:               # MF or a fragment offset
+                        counters["IpReasmFails"] += 1
+                        return
+                    if proto == IPPROTO_TCP:
+                        rx_tcp(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
                     else:
                         if self._gro is not None:
                             self._gro_flush(now)
-                        self._rx_ipv4(mv[14:], trusted, src, now)
-                elif ethertype == ETH_P_ARP:
+                        self._rx_ipv4(mv[14:], trusted, src, now, True)
+                else:
                     if self._gro is not None:
                         self._gro_flush(now)
-                    self._rx_arp(memoryview(frame)[14:], now)
-                elif ethertype == ETH_P_IPV6:
-                    if dst == mac or dst[0] & 1:
-                        if self._gro is not None:
-                            self._gro_flush(now)
-                        self._rx_ipv6(memoryview(frame)[14:], trusted, src, now)
-            except Exception:
-                counters["StackErrors"] += 1
-                if self.strict:
-                    raise
-                log.exception("error processing a received frame")
-        counters["LinkInFrames"] += nframes
+                    self._rx_ipv4(mv[14:], trusted, src, now)
+            elif ethertype == ETH_P_ARP:
+                if self._gro is not None:
+                    self._gro_flush(now)
+                self._rx_arp(memoryview(frame)[14:], now)
+            elif ethertype == ETH_P_IPV6:
+                if dst == mac or dst[0] & 1:
+                    if self._gro is not None:
+                        self._gro_flush(now)
+                    self._rx_ipv6(memoryview(frame)[14:], trusted, src, now)
+        except Exception:
+            counters["StackErrors"] += 1
+            if self.strict:
+                raise
+            log.exception("error processing a received frame")
 
     # -- socket ownership and the backlog (tcp_v4_rcv / release_sock) ---------------------------
     def lock_conn(self, conn: Any) -> None:
@@ -754,18 +845,21 @@ class NetworkCore:
                 self._rx_tcp_conn(conn, g.dst, g.src, hdr, b"", now)
             return
         segs = g.segments()
-        for i, (seq, part) in enumerate(segs):
+        for i, (seq, part, tsval) in enumerate(segs):
             if i == 1 and nparts > 2 and conn.state is _ESTABLISHED and conn not in self._owned:
                 # typically the first part carried a change (e.g. the window) that the slow path
-                # took in: the rest may predict as one again
+                # took in: the rest may predict as one again (with the TSval of its first part:
+                # the later ones are not older, gro.py)
                 rest = g.parts[1:]
-                if conn.rcv_predicted(seq, g.ack, g.window, g.tsval, g.tsecr, rest, now,
+                if conn.rcv_predicted(seq, g.ack, g.window, tsval, g.tsecr, rest, now,
                                       g.nbytes - len(g.parts[0])):
                     counters["InSegs"] += nparts - 1
                     counters["TCPHPHits"] += nparts - 2
                     counters["TcpGroMerged"] += nparts - 2
                     self._touched[conn] = None
                     return
+            if tsval != g.tsval:
+                opts = _tcp.TcpOptions(None, None, False, (), (tsval, g.tsecr))
             self._rx_tcp_conn(conn, g.dst, g.src, TcpHeader(g.sport, g.dport, seq, g.ack, g.flags, g.window, opts),
                               part, now)
 
@@ -799,9 +893,15 @@ class NetworkCore:
             g = self._gro
             if g is not None:
                 if (hp_opts and seq == g.next_seq and sport == g.sport and dport == g.dport and ack == g.ack
-                        and window == g.window and flags == g.flags and tsval == g.tsval and tsecr == g.tsecr
-                        and src == g.src and dst == g.dst and len(seg) > doff << 2 and g.nbytes):
+                        and window == g.window and (flags | PSH) == (g.flags | PSH) and tsecr == g.tsecr
+                        and src == g.src and dst == g.dst and len(seg) > doff << 2 and g.nbytes
+                        and (tsval == g.ts_last or (
+                            tsval >= 0 and g.ts_last >= 0 and ((tsval - g.ts_last) & 0xFFFFFFFF) < 0x80000000))):
+                    # (PSH may differ within a run, TSval may grow: gro.py)
                     p = seg[doff << 2:]
+                    g.flags |= flags
+                    if tsval != g.ts_last:
+                        g.extend_ts(tsval)
                     g.parts.append(p)
                     n = len(p)
                     g.nbytes += n

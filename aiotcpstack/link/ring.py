@@ -108,7 +108,7 @@ class RxRing:
     """
 
     __slots__ = ("slot_size", "block_size", "slots", "vnet", "mm", "buf", "_status", "_offs", "_walk",
-                 "head", "held", "copies", "truncated", "last_bytes")
+                 "_macoff", "_unpack", "head", "held", "copies", "truncated", "last_bytes")
 
     def __init__(self, mem: Any, slot_size: int, block_size: int, vnet: bool) -> None:
         if slot_size & (_TPACKET_ALIGNMENT - 1) or slot_size < _TPACKET2_HDRLEN:
@@ -126,6 +126,10 @@ class RxRing:
         self._offs = [b + i * slot_size for b in range(0, len(mem), block_size) for i in range(per_block)]
         self.slots = len(self._offs)
         self._walk = self._offs + self._offs
+        # the slot header and the byte at tp_mac - 10 of an Ethernet frame: the vnet header's flags
+        # (without a vnet header, a byte of the sockaddr_ll before the frame, unused)
+        self._macoff = frame_offset(vnet)
+        self._unpack = struct.Struct(f"=IIIH{self._macoff - _VNET_HDR_LEN - _HDR.size}xB").unpack_from
         self.head = 0           # the next slot to look at (the kernel fills them in this order)
         self.held = 0           # slots head - held .. head - 1 are ours until release()
         self.copies: list[int] = []     # indices (in take's result) of frames to recv() instead
@@ -139,29 +143,34 @@ class RxRing:
         A slot whose frame is on the socket queue instead (``TP_STATUS_COPY``) gets a ``None``
         placeholder and its index in :attr:`copies`; at most ``max_copies`` of them per call.
         Truncated frames are counted in :attr:`truncated` and skipped.  Slots are not handed back
-        here (see :meth:`release`)."""
+        here (see :meth:`release`).
+
+        Per slot this is the hot loop of the receive path: one ``unpack_from`` reads the slot
+        header and, where every frame starts (``tp_mac`` is the same for every Ethernet frame,
+        :func:`frame_offset`), the vnet header's flags byte."""
         buf = self.buf
         head = self.head
         room = self.slots - self.held
         # the slots in walk order, from head, without wrap-around arithmetic per slot (_walk is
         # the offsets twice over)
         walk = self._walk[head:head + (limit if limit < room else room)]
-        unpack = _HDR.unpack_from
+        unpack = self._unpack
+        macoff = self._macoff
         vnet = self.vnet
+        trusted_bits = _VNET_TRUSTED if vnet else 0     # (without a vnet header nothing is trusted)
         copies = self.copies
         copies.clear()
         out: list[Any] = []
         append = out.append
         nbytes = 0
-        n = 0
+        skipped = 0
         for off in walk:
-            status, tp_len, snaplen, mac = unpack(buf, off)
-            if status & 3 == TP_STATUS_USER and snaplen == tp_len:       # the usual frame
+            status, tp_len, snaplen, mac, vflags = unpack(buf, off)
+            if status & 3 == 1 and snaplen == tp_len and mac == macoff:      # TP_STATUS_USER, whole
                 start = off + mac
-                frame = buf[start:start + snaplen]
                 nbytes += snaplen
-                append((frame.tobytes() if copy else frame,
-                        vnet and buf[start - _VNET_HDR_LEN] & _VNET_TRUSTED != 0))
+                append((buf[start:start + snaplen].tobytes() if copy else buf[start:start + snaplen],
+                        vflags & trusted_bits != 0))
             elif not status & TP_STATUS_USER:
                 break
             elif status & TP_STATUS_COPY:
@@ -169,9 +178,15 @@ class RxRing:
                     break
                 copies.append(len(out))
                 append(None)
+            elif snaplen == tp_len:              # (a link-layer header of another length)
+                start = off + mac
+                nbytes += snaplen
+                append((buf[start:start + snaplen].tobytes() if copy else buf[start:start + snaplen],
+                        vnet and buf[start - _VNET_HDR_LEN] & _VNET_TRUSTED != 0))
             else:
-                self.truncated += 1
-            n += 1
+                skipped += 1
+        n = len(out) + skipped
+        self.truncated += skipped
         head += n
         if head >= self.slots:
             head -= self.slots

@@ -104,10 +104,29 @@ def test_take_in_order_until_a_kernel_slot_with_trusted_flags() -> None:
 
 
 def test_no_vnet_header_means_untrusted() -> None:
-    ring, k, _ = make_ring(blocks=1, vnet=False)
+    ring, k, mem = make_ring(blocks=1, vnet=False)
+    # where a vnet header's flags byte would be, whatever the slot held before
+    mem[frame_offset(False) - 10] = 0xFF
     k.fill(frame(1))
     ((f, t),) = ring.take(64, False, 8)
     assert bytes(f) == frame(1) and t is False
+
+
+def test_a_frame_at_another_mac_offset_is_read_from_its_own_header() -> None:
+    # (tp_mac differs from the Ethernet one, e.g. a longer link-layer header): the frame and the
+    # vnet flags before it are read where the slot header says
+    ring, k, mem = make_ring()
+    k.fill(frame(1), 0)
+    slot = k.fill(frame(2), 0)
+    k.fill(frame(3), DATA_VALID)
+    off = ring._offs[slot]
+    mac = frame_offset(True) + 16
+    mem[off + mac:off + mac + 1000] = frame(4, 1000)
+    mem[off + mac - 10] = NEEDS_CSUM
+    HDR.pack_into(mem, off, TP_STATUS_USER, 1000, 1000, mac, mac + 14)
+    out = ring.take(64, False, 8)
+    assert [(bytes(f), t) for f, t in out] == [(frame(1), False), (frame(4, 1000), True), (frame(3), True)]
+    assert ring.last_bytes == 2 * 1514 + 1000
 
 
 def test_views_stay_until_release_which_gives_back_exactly_the_held_slots() -> None:
