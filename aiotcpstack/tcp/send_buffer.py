@@ -18,7 +18,9 @@ copied into fixed-size blocks from a process-wide :class:`BlockPool` instead of 
 ``mmap`` for malloc, 64 page faults to fill and a ``munmap`` when acknowledged -- measured as a
 quarter of a bulk sender's CPU time.  A block goes back to the pool when every byte in it is
 acknowledged.  Views into a block never outlive the transmit call that gets them (``get``'s
-result goes straight to ``sendmsg`` or into a joined frame), so reuse is safe.
+result goes straight to ``sendmsg`` or into a joined frame), so reuse is safe.  Consecutive
+writes into one block share one chunk (a view grown over them), so ranges cross chunks only at
+block boundaries.
 """
 from __future__ import annotations
 
@@ -129,9 +131,18 @@ class SendBuffer:
             k = BLOCK - f
             if k > n - off:
                 k = n - off
-            blk[f:f + k] = src[off:off + k]
-            chunks.append(memoryview(blk)[f:f + k])
-            starts.append(self._end)
+            mv = memoryview(blk)
+            # through a memoryview: ``bytearray[a:b] = view`` first copies the view into a
+            # temporary bytearray (a second copy, and a fresh 256 KiB allocation per write)
+            mv[f:f + k] = src[off:off + k]
+            last = chunks[-1] if f and len(chunks) > self._first else None
+            if type(last) is memoryview and last.obj is blk:
+                # the last chunk ends at ``f`` in this block: grow it, so a run of writes into one
+                # block stays one chunk (segments cross chunks only at block boundaries)
+                chunks[-1] = mv[f - len(last):f + k]
+            else:
+                chunks.append(mv[f:f + k])
+                starts.append(self._end)
             self._end += k
             entry[0] = self._end
             self._fill = f + k
