@@ -209,6 +209,8 @@ class TcpConnection:
         # (PMTUD/ICMP issue) ICMP soft error (Linux sk_err_soft) + snd_una when it was recorded,
         # black-hole detection state (tcp/mtu_probe.py)
         "soft_err", "soft_err_una", "mtu_probe",
+        # a partial TSO frame held back by send(more=True) until push()
+        "tail_held",
     )
 
     def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -324,6 +326,7 @@ class TcpConnection:
         self._notified = False
         self._released = False
         self.send_space_pending = False
+        self.tail_held = False
         self.bytes_acked = 0
         self.bytes_received = 0
         self.rcvq_time = now
@@ -398,8 +401,12 @@ class TcpConnection:
             conn._arm(conn._t_ka, now + conn.rtt.rto)
         return conn
 
-    def send(self, data, now: float) -> None:
-        """Queue ``data`` and push what Nagle/cork/cwnd/rwnd allow (always accepts the bytes)."""
+    def send(self, data, now: float, more: bool = False) -> None:
+        """Queue ``data`` and push what Nagle/cork/cwnd/rwnd allow (always accepts the bytes).
+
+        ``more``: the caller may add more data before it calls :meth:`push` (at the end of the
+        application's turn): when this send filled at least one full TSO frame, a partial frame
+        after it is held (``tail_held``) so the next send can fill it."""
         if not data:
             return
         st = self.state
@@ -407,6 +414,12 @@ class TcpConnection:
             raise BrokenPipeError("send() after the write side was closed")
         self.sndbuf.append(data)
         if st == ESTABLISHED or st == CLOSE_WAIT:
+            self._output(now, more)
+
+    def push(self, now: float) -> None:
+        """Send what :meth:`send` held back with ``more``."""
+        if self.tail_held:
+            self.tail_held = False
             self._output(now)
 
     def shutdown(self, now: float) -> None:
@@ -1624,7 +1637,7 @@ class TcpConnection:
             return
         self.wheel.arm(t, when)
 
-    def _output(self, now: float) -> None:
+    def _output(self, now: float, more: bool = False) -> None:
         """Send what the windows allow (Linux tcp_write_xmit + tcp_xmit_retransmit_queue):
         first lost segments (RFC 6675 NextSeg rule 1 / RFC 6582), then new data subject to
         rwnd, cwnd, sender SWS avoidance and Nagle (RFC 9293 3.7.4), then FIN."""
@@ -1724,6 +1737,9 @@ class TcpConnection:
                 limit = lim_tso
             if avail <= limit:
                 n = avail
+                if more and sent_new and n < lim_tso and not want_fin:
+                    self.tail_held = True
+                    break
                 if nagle and n % seg_mss and not want_fin and (
                         cfg.cork or (((una - self.snd_sml) & MASK) >= HALF and nxt != una)):
                     # a partial last segment: Nagle (RFC 9293 3.7.4, Minshall's variant as
@@ -1743,13 +1759,10 @@ class TcpConnection:
                 break
             flags = ACK | fin
             if n:
-                data = sndbuf.get(nxt, n)
                 if n == avail:
                     flags |= PSH
                 counters["TCPOrigDataSent"] += 1 if n <= seg_mss else (n + seg_mss - 1) // seg_mss
-            else:
-                data = b""
-            self._transmit(nxt, data, flags, now)
+            self._transmit(nxt, sndbuf.get(nxt, n) if n else b"", flags, now)
             sent_new = True
             end = (nxt + n) & MASK
             if n % seg_mss:
