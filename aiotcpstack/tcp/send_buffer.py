@@ -166,6 +166,12 @@ class SendBuffer:
     def get(self, seq: int, n: int) -> bytes | memoryview:
         """``n`` bytes starting at sequence ``seq`` (which must be held): a read-only view into
         the held data when it lies in one chunk, else a joined copy."""
+        p = self.parts(seq, n)
+        return p[0] if len(p) == 1 else b"".join(p)
+
+    def parts(self, seq: int, n: int) -> list:
+        """``n`` bytes starting at sequence ``seq`` as a list of buffers in order (views into
+        the held data, or whole chunks), never joined: for scatter-gather transmit."""
         pos = self._base + ((seq - self.seq) & MASK)
         starts = self._starts
         chunks = self._chunks
@@ -173,22 +179,22 @@ class SendBuffer:
         chunk = chunks[i]
         off = pos - starts[i]
         end = off + n
-        if end <= len(chunk):
-            if off == 0 and end == len(chunk):
-                return chunk
-            return memoryview(chunk)[off:end]
-        parts = [memoryview(chunk)[off:]]
-        left = end - len(chunk)
+        clen = len(chunk)
+        if end <= clen:
+            return [chunk if off == 0 and end == clen else memoryview(chunk)[off:end]]
+        out = [memoryview(chunk)[off:] if off else chunk]
+        left = end - clen
         while left > 0:
             i += 1
             chunk = chunks[i]
-            if left >= len(chunk):
-                parts.append(chunk)
-                left -= len(chunk)
+            clen = len(chunk)
+            if left >= clen:
+                out.append(chunk)
+                left -= clen
             else:
-                parts.append(memoryview(chunk)[:left])
+                out.append(memoryview(chunk)[:left])
                 left = 0
-        return b"".join(parts)
+        return out
 
     def ack_to(self, seq: int) -> int:
         """Drop bytes before ``seq`` (clamped to what is held); returns how many were dropped."""

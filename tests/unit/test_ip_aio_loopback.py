@@ -198,8 +198,8 @@ async def _until(cond, step: float = 0.005) -> None:
         await asyncio.sleep(step)
 
 
-async def test_pause_reading_and_write_flow_control(stacks) -> None:
-    sa, sb = stacks
+async def _connected(sa, sb, port: int) -> tuple:
+    """A connection from ``sa`` to a server on ``sb``: (client transport, client Proto, server Proto)."""
     sp: list[Proto] = []
 
     def factory():
@@ -207,9 +207,16 @@ async def test_pause_reading_and_write_flow_control(stacks) -> None:
         sp.append(p)
         return p
 
-    await sb.create_server(factory, None, 7300)
-    tr, pr = await sa.create_connection(Proto, B, 7300)
+    await sb.create_server(factory, None, port)
+    tr, pr = await sa.create_connection(Proto, B, port)
     await _until(lambda: bool(sp))
+    return tr, pr, sp[0]
+
+
+async def test_pause_reading_and_write_flow_control(stacks) -> None:
+    sa, sb = stacks
+    tr, pr, server = await _connected(sa, sb, 7300)
+    sp = [server]
     server_tr = sp[0].transport
     server_tr.pause_reading()
     paused = []
@@ -374,16 +381,8 @@ async def test_writes_in_one_turn_fill_tso_frames_and_the_tail_follows(stacks) -
     one callback leave one partial segment on the wire instead of three, and the tail of a lone
     write goes out at the next turn (not after a timer)."""
     sa, sb = stacks
-    sp: list[Proto] = []
-
-    def factory():
-        p = Proto()
-        sp.append(p)
-        return p
-
-    await sb.create_server(factory, None, 7400)
-    tr, pr = await sa.create_connection(Proto, B, 7400)
-    await _until(lambda: bool(sp))
+    tr, pr, server = await _connected(sa, sb, 7400)
+    sp = [server]
     warm = os.urandom(3_000_000)               # open the congestion window first
     tr.write(warm)
     await asyncio.wait_for(_until(lambda: len(sp[0].data) == len(warm)), 20)
