@@ -1821,7 +1821,11 @@ class TcpConnection:
             if fin:
                 break
         if burst:
-            self._transmit_burst(burst, outsegs, now)
+            if len(burst) > 1:
+                self._transmit_burst(burst, outsegs, now)
+            else:                                     # one segment: the plain path is shorter
+                seq, flags, parts, n = burst[0]
+                self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
         if sent_new:
             self.last_send = now
             if not (self.sack_ok and self.ca_state == CA_OPEN and self._schedule_tlp(now, rto_due)) and rto_due:
