@@ -234,6 +234,7 @@ class Stack:
             self.core.port_held = self._port_held
         if link.vnet and getattr(type(link), "send_tcp", None) is not None:
             self.core.transmit_tcp = link.send_tcp      # scatter-gather TCP frames (no joins)
+            self.core.transmit_tcp_burst = getattr(link, "send_tcp_burst", None)
         self.core.loopback_hook = self._schedule_loopback
         self._loopback_link = bool(getattr(link, "is_loopback", False))
         self.core.loopback_link = self._loopback_link

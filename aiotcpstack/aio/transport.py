@@ -541,9 +541,24 @@ class TcpTransport(asyncio.Transport):
             return
         # conn.send copies a reusable buffer before it returns (SendBuffer.append: into pool
         # blocks when large, else one bytes copy), so asyncio's "the caller may reuse it" holds
-        self._conn.send(data, self._now())
+        conn = self._conn
+        conn.send(data, self._now(), True)
+        if conn.tail_held and not self._push_pending:
+            # a partial TSO frame after full ones is held while the protocol may still be
+            # writing in this turn of the loop; sent at the start of the next (_push)
+            self._push_pending = True
+            self._loop.call_soon(self._push)
         self._stack_kick()
         self._maybe_pause()
+
+    _push_pending = False
+
+    def _push(self) -> None:
+        self._push_pending = False
+        conn = self._conn
+        if conn is not None and not self._conn_done:
+            conn.push(self._now())
+            self._stack_kick()
 
     _eof_written = False
     _close_pending = False          # close() called with a non-empty write buffer

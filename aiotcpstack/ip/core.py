@@ -70,6 +70,9 @@ _HP_TS_WORD = 0x0101080A
 _TCP_TS_PACK = struct.Struct("!HHIIHHHHIII").pack     # TCP header + NOP,NOP,TS (output_ts)
 #: TCP header + MSS, SACKOK+TS, NOP+WS (output_syn: Linux's SYN option layout, encode_options')
 _SYN_PACK = struct.Struct("!HHIIHHHHHHIIII").pack
+#: Ethernet + IPv4 / IPv6 + TCP with NOP,NOP,TS in one pack (output_ts_burst)
+_ETH_IP4_TCP_TS_PACK = struct.Struct("!14sBBHHHBBH4s4sHHIIHHHHIII").pack
+_ETH_IP6_TCP_TS_PACK = struct.Struct("!14sIHBB16s16sHHIIHHHHIII").pack
 _IP4_PACK = _IP4.pack
 _W2 = struct.Struct("!HH").unpack                       # an IPv4 address as two 16-bit words
 #: (lip, rip) -> Route's (_psb, _ipb) header-sum constants (pure functions of the pair), bounded
@@ -206,6 +209,64 @@ class Route:
             gso_type = GSO_TCPV4 if gso else 0
         eth = e.eth_header(ethertype, core.mac)
         tx(eth + iph, th, payload, gso_type, gso)
+        return True
+
+    def output_ts_burst(self, sport: int, dport: int, ack: int, window: int, tsval: int, tsecr: int,
+                        segs: list) -> bool:
+        """:meth:`output_ts` for several segments of one connection at once (the frames one
+        ``_output`` call sends): ``segs`` is ``[(seq, flags, payload_parts, payload_len), ...]``,
+        each payload given as a list of buffers (a segment may span send-buffer chunks: the
+        kernel gathers them, nothing is joined here).  The per-route checks, the Ethernet header
+        and the segment size are done once; each frame's headers are one ``pack``; all frames go
+        to the link in one call (``transmit_tcp_burst``).  Same bytes as ``output_ts`` frame by
+        frame (tests/unit/test_ip_output_ts.py).  False, having sent nothing, where ``output_ts``
+        would decline (and on links without GSO, where a segment might need a software split)."""
+        core = self.core
+        tx = core.transmit_tcp_burst
+        if tx is None or self.local is not False or not core.vnet:
+            return False
+        e = self.neigh
+        if e.state is not REACHABLE or core.now - e.confirmed > core.neigh.reachable_time:
+            return False
+        conn = self.conn
+        cm = conn.mss if conn is not None else 0
+        size = self.seg_size(12)
+        psb = self._psb
+        lip = self.lip
+        rip = self.rip
+        frames = []
+        add = frames.append
+        if self.v6:
+            eth = e.eth_header(ETH_P_IPV6, core.mac)
+            for seq, flags, parts, n in segs:
+                tcp_len = 32 + n
+                psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                add((_ETH_IP6_TCP_TS_PACK(eth, 0x60000000, tcp_len, IPPROTO_TCP, 64, lip, rip, sport, dport, seq,
+                                          ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr),
+                     parts, size if n > cm and n > size else 0))
+            gso_type = GSO_TCPV6
+            csum_start = 54
+        else:
+            eth = e.eth_header(ETH_P_IP, core.mac)
+            ipb = self._ipb
+            ident = core._ident
+            for seq, flags, parts, n in segs:
+                tcp_len = 32 + n
+                psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                ident = (ident + 1) & 0xFFFF
+                total = 20 + tcp_len
+                c = ipb + total + ident
+                c = (c & 0xFFFF) + (c >> 16)
+                c = (c & 0xFFFF) + (c >> 16)
+                add((_ETH_IP4_TCP_TS_PACK(eth, 0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP, c ^ 0xFFFF, lip, rip,
+                                          sport, dport, seq, ack, 0x8000 | flags, window, psum, 0, 0x0101080A,
+                                          tsval, tsecr),
+                     parts, size if n > cm and n > size else 0))
+            core._ident = ident
+            gso_type = GSO_TCPV4
+            csum_start = 34
+        core.counters["IpOutRequests"] += len(frames)
+        tx(csum_start, csum_start + 32, gso_type, frames)
         return True
 
 
@@ -1120,6 +1181,10 @@ class NetworkCore:
     #: send of a NEEDS_CSUM TCP frame (``AfPacketLink.send_tcp``, set by ``aio.Stack`` for vnet
     #: links); None: frames are joined and go through ``transmit``
     transmit_tcp: Callable[..., None] | None = None
+    #: ``transmit_tcp_burst(csum_start, hdr_len, gso_type, frames)``: several such frames in one
+    #: call, ``frames`` = ``[(headers, payload_parts, gso_size), ...]`` (``AfPacketLink.send_tcp_burst``,
+    #: set by ``aio.Stack`` with ``transmit_tcp``); None: ``Route.output_ts_burst`` declines
+    transmit_tcp_burst: Callable[..., None] | None = None
 
     #: (asyncio issue) the link is the kernel's loopback device (``lo``): zero MACs, every frame's
     #: source MAC equals ours, and in shared mode a local address may be a kernel peer's.  Set by

@@ -577,6 +577,45 @@ class AfPacketLink(Link):
         stats.tx_frames += 1
         stats.tx_bytes += csum_start + len(tcp_hdr) + len(payload)
 
+    def send_tcp_burst(self, csum_start: int, hdr_len: int, gso_type: int, frames: Sequence[tuple]) -> None:
+        """Several :meth:`send_tcp` frames of one connection: ``frames`` is ``[(headers,
+        payload_parts, gso_size), ...]``, ``headers`` the Ethernet + IP + TCP headers (``hdr_len``
+        bytes, the TCP header at ``csum_start``, holding the pseudo-header sum), the payload a
+        list of buffers sent as their own iovecs (a segment may span send-buffer chunks; nothing
+        is joined here), ``gso_size`` 0 for a frame of one segment.  The vnet headers are the
+        same for every frame of a size (built once per burst)."""
+        sock = self._sock
+        if sock is None or not self.vnet or self.is_loopback:
+            for headers, parts, gso_size in frames:
+                self.send(b"".join((headers, *parts)), gso_type if gso_size else 0, gso_size, csum_start, 16)
+            return
+        vnets: dict[int, bytes] = {}
+        sendmsg = sock.sendmsg
+        stats = self.stats
+        sent = nbytes = 0
+        for headers, parts, gso_size in frames:
+            key = gso_size
+            if gso_size and headers[csum_start + 13] & 0x80:
+                key = -gso_size                # CWR: tell the segmenter (SKB_GSO_TCP_ECN)
+            hdr = vnets.get(key)
+            if hdr is None:
+                if gso_size:
+                    hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type | GSO_ECN if key < 0 else gso_type,
+                                        hdr_len, gso_size, csum_start, 16)
+                else:
+                    hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, csum_start, 16)
+                vnets[key] = hdr
+            try:
+                nbytes += sendmsg((hdr, headers, *parts))
+                sent += 1
+            except OSError as e:
+                if not isinstance(e, (BlockingIOError, InterruptedError)) and e.errno not in (errno.ENOBUFS,
+                                                                                                errno.ENETDOWN):
+                    raise
+                stats.tx_errors += 1          # dropped like a full device queue would: TCP retransmits
+        stats.tx_frames += sent
+        stats.tx_bytes += nbytes - sent * VNET_HDR_LEN
+
     def _sendmsg(self, sock: socket.socket, parts: Sequence[Frame]) -> bool:
         """One ``sendmsg``; False (counted in ``tx_errors``) when the frame was dropped like a full
         device queue or a down interface would drop it -- TCP retransmits."""

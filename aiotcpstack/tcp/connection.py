@@ -217,6 +217,8 @@ class TcpConnection:
         # (PMTUD/ICMP issue) ICMP soft error (Linux sk_err_soft) + snd_una when it was recorded,
         # black-hole detection state (tcp/mtu_probe.py)
         "soft_err", "soft_err_una", "mtu_probe",
+        # a partial TSO frame held back by send(more=True) until push()
+        "tail_held",
     )
 
     def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -333,6 +335,7 @@ class TcpConnection:
         self._notified = False
         self._released = False
         self.send_space_pending = False
+        self.tail_held = False
         self.bytes_acked = 0
         self.bytes_received = 0
         self.rcvq_time = now
@@ -407,8 +410,12 @@ class TcpConnection:
             conn._arm(conn._t_ka, now + conn.rtt.rto)
         return conn
 
-    def send(self, data, now: float) -> None:
-        """Queue ``data`` and push what Nagle/cork/cwnd/rwnd allow (always accepts the bytes)."""
+    def send(self, data, now: float, more: bool = False) -> None:
+        """Queue ``data`` and push what Nagle/cork/cwnd/rwnd allow (always accepts the bytes).
+
+        ``more``: the caller may add more data before it calls :meth:`push` (at the end of the
+        application's turn): when this send filled at least one full TSO frame, a partial frame
+        after it is held (``tail_held``) so the next send can fill it."""
         if not data:
             return
         st = self.state
@@ -416,6 +423,12 @@ class TcpConnection:
             raise BrokenPipeError("send() after the write side was closed")
         self.sndbuf.append(data)
         if st == ESTABLISHED or st == CLOSE_WAIT:
+            self._output(now, more)
+
+    def push(self, now: float) -> None:
+        """Send what :meth:`send` held back with ``more``."""
+        if self.tail_held:
+            self.tail_held = False
             self._output(now)
 
     def shutdown(self, now: float) -> None:
@@ -1587,15 +1600,7 @@ class TcpConnection:
         else:
             opts = NO_OPTIONS
         hdr = None if fast is not None else TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, win, opts)
-        self.rcv_wup = rcv_nxt
-        self.last_ack_sent = rcv_nxt
-        self.dsack = None
-        if self.ack_pending:
-            self.ack_pending = 0
-            if self._t_dack.pending:
-                self.wheel.cancel(self._t_dack)
-        if self.quick:
-            self.quick -= 1
+        self._ack_carried(rcv_nxt, 1)
         n = len(data)
         mss = self.mss
         self.counters["OutSegs"] += 1 if n <= mss else (n + mss - 1) // mss
@@ -1605,6 +1610,38 @@ class TcpConnection:
             hdr = TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, win,
                             TcpOptions(None, None, False, (), (tsval, self.ts_recent)))
         self.output(hdr, data)
+
+    def _transmit_burst(self, segs: list, outsegs: int, now: float) -> None:
+        """:meth:`_transmit` for the new segments of one ``_output`` call (NOP,NOP,TS only, no
+        SACK blocks): ``segs`` = ``[(seq, flags, payload_parts, payload_len), ...]`` (``outsegs``
+        MSS-sized segments in all).  ACK, window and timestamps are the same for all of them
+        (nothing was received in between), so they and the ACK bookkeeping are done once and the
+        route builds and sends every frame in one call (``Route.output_ts_burst``); where it
+        declines, segment by segment through ``_transmit``."""
+        rcv_nxt = self.rcv_nxt
+        win = self._select_window()
+        tsval = (int(now * 1000) + self.ts_offset) & MASK
+        if not self._fast_out.output_ts_burst(self.lport, self.rport, rcv_nxt, win, tsval, self.ts_recent, segs):
+            for seq, flags, parts, n in segs:
+                self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
+            return
+        self._ack_carried(rcv_nxt, len(segs))
+        self.counters["OutSegs"] += outsegs
+
+    def _ack_carried(self, rcv_nxt: int, frames: int) -> None:
+        """``frames`` segments carrying ACK = ``rcv_nxt`` and the window just selected are being
+        sent: no ACK is owed any more (the delayed-ACK timer stops), the DSACK block went out,
+        and each one uses up a quick ACK (Linux tcp_event_ack_sent)."""
+        self.rcv_wup = rcv_nxt
+        self.last_ack_sent = rcv_nxt
+        self.dsack = None
+        if self.ack_pending:
+            self.ack_pending = 0
+            if self._t_dack.pending:
+                self.wheel.cancel(self._t_dack)
+        q = self.quick
+        if q:
+            self.quick = q - frames if q > frames else 0
 
     def _send_ack(self, now: float) -> None:
         st = self.state
@@ -1679,7 +1716,7 @@ class TcpConnection:
             return
         self.wheel.arm(t, when)
 
-    def _output(self, now: float) -> None:
+    def _output(self, now: float, more: bool = False) -> None:
         """Send what the windows allow (Linux tcp_write_xmit + tcp_xmit_retransmit_queue):
         first lost segments (RFC 6675 NextSeg rule 1 / RFC 6582), then new data subject to
         rwnd, cwnd, sender SWS avoidance and Nagle (RFC 9293 3.7.4), then FIN."""
@@ -1749,12 +1786,16 @@ class TcpConnection:
             cwnd = cc.cwnd
         sent_new = False
         cfg = self.config
+        burst = None
         if self.sack_ok and (self.dsack is not None or self.ofo.segs):
             seg_mss = mss - 4 - 8 * max_sack_blocks(self.ts_ok)   # room for SACK blocks
             lim_tso = seg_mss
         else:
             seg_mss = mss
             lim_tso = cfg.tso_segs * mss
+            if self.ts_ok and self._fast_out is not None:
+                burst = []        # NOP,NOP,TS segments: headers for all of them at once, after the loop
+        outsegs = 0
         nagle = cfg.cork or not cfg.nodelay
         snd_wnd_end = (una + self.snd_wnd) & MASK
         pipe = self._pipe()
@@ -1779,6 +1820,9 @@ class TcpConnection:
                 limit = lim_tso
             if avail <= limit:
                 n = avail
+                if more and sent_new and n < lim_tso and not want_fin:
+                    self.tail_held = True
+                    break
                 if nagle and n % seg_mss and not want_fin and (
                         cfg.cork or (((una - self.snd_sml) & MASK) >= HALF and nxt != una)):
                     # a partial last segment: Nagle (RFC 9293 3.7.4, Minshall's variant as
@@ -1798,13 +1842,17 @@ class TcpConnection:
                 break
             flags = ACK | fin
             if n:
-                data = sndbuf.get(nxt, n)
                 if n == avail:
                     flags |= PSH
-                counters["TCPOrigDataSent"] += 1 if n <= seg_mss else (n + seg_mss - 1) // seg_mss
+                k = 1 if n <= seg_mss else (n + seg_mss - 1) // seg_mss
+                counters["TCPOrigDataSent"] += k
             else:
-                data = b""
-            self._transmit(nxt, data, flags, now)
+                k = 1
+            if burst is not None:
+                burst.append((nxt, flags, sndbuf.parts(nxt, n) if n else (), n))
+                outsegs += k
+            else:
+                self._transmit(nxt, sndbuf.get(nxt, n) if n else b"", flags, now)
             sent_new = True
             end = (nxt + n) & MASK
             if n % seg_mss:
@@ -1827,6 +1875,12 @@ class TcpConnection:
             nxt = self.snd_nxt = end
             if fin:
                 break
+        if burst:
+            if len(burst) > 1:
+                self._transmit_burst(burst, outsegs, now)
+            else:                                     # one segment: the plain path is shorter
+                seq, flags, parts, n = burst[0]
+                self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
         if sent_new:
             self.last_send = now
             if not (self.sack_ok and self.ca_state == CA_OPEN and self._schedule_tlp(now, rto_due)) and rto_due:

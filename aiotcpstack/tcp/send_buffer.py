@@ -18,7 +18,9 @@ copied into fixed-size blocks from a process-wide :class:`BlockPool` instead of 
 ``mmap`` for malloc, 64 page faults to fill and a ``munmap`` when acknowledged -- measured as a
 quarter of a bulk sender's CPU time.  A block goes back to the pool when every byte in it is
 acknowledged.  Views into a block never outlive the transmit call that gets them (``get``'s
-result goes straight to ``sendmsg`` or into a joined frame), so reuse is safe.
+result goes straight to ``sendmsg`` or into a joined frame), so reuse is safe.  Consecutive
+writes into one block share one chunk (a view grown over them), so ranges cross chunks only at
+block boundaries.
 """
 from __future__ import annotations
 
@@ -129,9 +131,18 @@ class SendBuffer:
             k = BLOCK - f
             if k > n - off:
                 k = n - off
-            blk[f:f + k] = src[off:off + k]
-            chunks.append(memoryview(blk)[f:f + k])
-            starts.append(self._end)
+            mv = memoryview(blk)
+            # through a memoryview: ``bytearray[a:b] = view`` first copies the view into a
+            # temporary bytearray (a second copy, and a fresh 256 KiB allocation per write)
+            mv[f:f + k] = src[off:off + k]
+            last = chunks[-1] if f and len(chunks) > self._first else None
+            if type(last) is memoryview and last.obj is blk:
+                # the last chunk ends at ``f`` in this block: grow it, so a run of writes into one
+                # block stays one chunk (segments cross chunks only at block boundaries)
+                chunks[-1] = mv[f - len(last):f + k]
+            else:
+                chunks.append(mv[f:f + k])
+                starts.append(self._end)
             self._end += k
             entry[0] = self._end
             self._fill = f + k
@@ -155,6 +166,12 @@ class SendBuffer:
     def get(self, seq: int, n: int) -> bytes | memoryview:
         """``n`` bytes starting at sequence ``seq`` (which must be held): a read-only view into
         the held data when it lies in one chunk, else a joined copy."""
+        p = self.parts(seq, n)
+        return p[0] if len(p) == 1 else b"".join(p)
+
+    def parts(self, seq: int, n: int) -> list:
+        """``n`` bytes starting at sequence ``seq`` as a list of buffers in order (views into
+        the held data, or whole chunks), never joined: for scatter-gather transmit."""
         pos = self._base + ((seq - self.seq) & MASK)
         starts = self._starts
         chunks = self._chunks
@@ -162,22 +179,22 @@ class SendBuffer:
         chunk = chunks[i]
         off = pos - starts[i]
         end = off + n
-        if end <= len(chunk):
-            if off == 0 and end == len(chunk):
-                return chunk
-            return memoryview(chunk)[off:end]
-        parts = [memoryview(chunk)[off:]]
-        left = end - len(chunk)
+        clen = len(chunk)
+        if end <= clen:
+            return [chunk if off == 0 and end == clen else memoryview(chunk)[off:end]]
+        out = [memoryview(chunk)[off:] if off else chunk]
+        left = end - clen
         while left > 0:
             i += 1
             chunk = chunks[i]
-            if left >= len(chunk):
-                parts.append(chunk)
-                left -= len(chunk)
+            clen = len(chunk)
+            if left >= clen:
+                out.append(chunk)
+                left -= clen
             else:
-                parts.append(memoryview(chunk)[:left])
+                out.append(memoryview(chunk)[:left])
                 left = 0
-        return b"".join(parts)
+        return out
 
     def ack_to(self, seq: int) -> int:
         """Drop bytes before ``seq`` (clamped to what is held); returns how many were dropped."""

@@ -382,6 +382,43 @@ def test_gso_send_is_segmented_by_the_kernel(labx: Any, v6: bool) -> None:
         link.close()
 
 
+@pytest.mark.parametrize("v6", [False, True], ids=["tcpv4", "tcpv6"])
+def test_burst_send_gathers_payload_parts(labx: Any, v6: bool) -> None:
+    """send_tcp_burst: a GSO super-frame whose payload is three separate buffers (a segment that
+    spans send-buffer chunks) and a one-segment frame, in one call; with TSO and tx-checksumming
+    off on A's veth the kernel segments and checksums in software, so B sees every byte, in
+    order, with verifiable checksums."""
+    labx.set_offloads(labx.ns_a, labx.if_a, False, features=("tx", "tso"))
+    link = AfPacketLink(labx.if_a, netns=labx.ns_a)
+    cap = AfPacketLink(labx.if_b, netns=labx.ns_b, vnet=False)
+    try:
+        mss = 1448 if not v6 else 1428
+        big, cs, _ = _tcp_superframe(labx, link.mac, v6, 64000)
+        small = bytearray(_tcp_superframe(labx, link.mac, v6, 500)[0])
+        small[cs + 4:cs + 8] = (1_064_000).to_bytes(4, "big")
+        hl = cs + 20
+        p = memoryview(big)[hl:]
+        frames = [(big[:hl], [p[:1000], bytes(p[1000:40000]), memoryview(bytearray(p[40000:]))], mss),
+                  (bytes(small[:hl]), [bytes(small[hl:])], 0)]
+        link.send_tcp_burst(cs, hl, GSO_TCPV6 if v6 else GSO_TCPV4, frames)
+        assert link.stats.tx_frames == 2 and link.stats.tx_bytes == len(big) + len(small)
+        nseg = -(-64000 // mss) + 1
+
+        def mine(g: list) -> list[bytes]:
+            return [f for f, _ in g if f[6:12] == link.mac and f[12:14] == (b"\x86\xdd" if v6 else b"\x08\x00") and f[20 if v6 else 23] == 6]
+
+        seen = mine(collect(cap, 3.0, lambda g: len(mine(g)) >= nseg))
+        assert len(seen) == nseg
+        data = b""
+        for f in seen:
+            assert _checksums_ok(f, v6)
+            data += bytes(Ether(f)[TCP].payload)
+        assert data == bytes((i * 7) & 0xFF for i in range(64000)) + bytes((i * 7) & 0xFF for i in range(500))
+    finally:
+        cap.close()
+        link.close()
+
+
 def test_gso_send_with_offloads_on_reaches_peer_whole(labx: Any) -> None:
     """With veth TSO on, the super-frame crosses veth as one GSO skb; the peer's kernel accepts it."""
     link = AfPacketLink(labx.if_a, netns=labx.ns_a)

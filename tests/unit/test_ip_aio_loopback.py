@@ -198,8 +198,8 @@ async def _until(cond, step: float = 0.005) -> None:
         await asyncio.sleep(step)
 
 
-async def test_pause_reading_and_write_flow_control(stacks) -> None:
-    sa, sb = stacks
+async def _connected(sa, sb, port: int) -> tuple:
+    """A connection from ``sa`` to a server on ``sb``: (client transport, client Proto, server Proto)."""
     sp: list[Proto] = []
 
     def factory():
@@ -207,9 +207,16 @@ async def test_pause_reading_and_write_flow_control(stacks) -> None:
         sp.append(p)
         return p
 
-    await sb.create_server(factory, None, 7300)
-    tr, pr = await sa.create_connection(Proto, B, 7300)
+    await sb.create_server(factory, None, port)
+    tr, pr = await sa.create_connection(Proto, B, port)
     await _until(lambda: bool(sp))
+    return tr, pr, sp[0]
+
+
+async def test_pause_reading_and_write_flow_control(stacks) -> None:
+    sa, sb = stacks
+    tr, pr, server = await _connected(sa, sb, 7300)
+    sp = [server]
     server_tr = sp[0].transport
     server_tr.pause_reading()
     paused = []
@@ -366,3 +373,49 @@ async def test_create_connection_cancelled_in_handshake(stacks) -> None:
     assert not any(getattr(c, "state", None) == "SYN_SENT" for c in sa.core.demux.conns.values())
     assert not [t for t in sa._transports if not t.is_closing()]
     assert dict(sa.core.demux.port_users) == before
+
+
+async def test_writes_in_one_turn_fill_tso_frames_and_the_tail_follows(stacks) -> None:
+    """transport.write holds a partial TSO frame after full ones while the protocol may still be
+    writing in this turn of the loop (TcpConnection.send(more=True)): three 100,000-byte writes in
+    one callback leave one partial segment on the wire instead of three, and the tail of a lone
+    write goes out at the next turn (not after a timer)."""
+    sa, sb = stacks
+    tr, pr, server = await _connected(sa, sb, 7400)
+    sp = [server]
+    warm = os.urandom(3_000_000)               # open the congestion window first
+    tr.write(warm)
+    await asyncio.wait_for(_until(lambda: len(sp[0].data) == len(warm)), 20)
+    mss = sa.connections()[0]["mss"]
+    sizes: list[int] = []                      # TCP payload sizes of the frames B receives
+    link = sb.link
+    deliver = link.on_frames
+
+    def record(batch):
+        for frame, _ in batch:
+            ihl = (frame[14] & 15) * 4
+            total = int.from_bytes(frame[16:18], "big")
+            doff = (frame[14 + ihl + 12] >> 4) * 4
+            if total - ihl - doff:
+                sizes.append(total - ihl - doff)
+        deliver(batch)
+
+    link.on_frames = record
+    buf = bytearray(100_000)
+    blob = b""
+    for i in range(3):                          # one turn: the caller reuses its buffer
+        buf[:] = os.urandom(len(buf))
+        blob += bytes(buf)
+        tr.write(buf)
+    want = len(warm) + len(blob)
+    await asyncio.wait_for(_until(lambda: len(sp[0].data) == want), 20)
+    assert bytes(sp[0].data[len(warm):]) == blob
+    assert sum(sizes) == len(blob)
+    assert len([s for s in sizes if s < mss]) == 1, sizes
+    sizes.clear()
+    t0 = asyncio.get_running_loop().time()
+    tr.write(bytes(100_000))
+    await asyncio.wait_for(_until(lambda: len(sp[0].data) == want + 100_000, 0.001), 20)
+    assert asyncio.get_running_loop().time() - t0 < 0.05
+    assert sum(sizes) == 100_000 and len([s for s in sizes if s < mss]) == 1, sizes
+    tr.close()

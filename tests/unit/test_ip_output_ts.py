@@ -101,3 +101,54 @@ def test_syn_same_bytes_as_the_general_path(v6: bool) -> None:
         assert sent.pop() == fast and not sent
     route.local = None
     assert not route.output_syn(1, 2, 3, 4, 1460, 7, 5) and not sent
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_burst_same_frames_as_one_by_one(v6: bool) -> None:
+    """output_ts_burst: every frame of a burst (payloads given as several parts, FIN-only
+    segments, one-segment and GSO frames) is the frame output_ts builds for that segment alone,
+    with the same IP idents in order."""
+    rng = random.Random(11 + v6)
+    for _ in range(150):
+        core, route, sent = make(v6, rng)
+        burst: list = []
+        core.transmit_tcp_burst = lambda cs, hl, gt, frames: burst.append((cs, hl, gt, list(frames)))
+        sport, dport = rng.randrange(1, 65536), rng.randrange(1, 65536)
+        ack, win = rng.getrandbits(32), rng.randrange(0, 65536)
+        tsval, tsecr = rng.getrandbits(32), rng.getrandbits(32)
+        segs = []
+        for _ in range(rng.randrange(1, 6)):
+            n = rng.choice([0, 1, route.conn.mss, route.conn.mss + 1, 30000, 65000 - 100])
+            data = rng.randbytes(n)
+            cuts = sorted(rng.sample(range(1, n), min(n - 1, rng.randrange(0, 3)))) if n > 1 else []
+            parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, n])] if n else []
+            segs.append((rng.getrandbits(32), rng.choice([0x10, 0x18, 0x11, 0x19]), parts, n))
+        core._ident = ident0 = rng.randrange(0, 65536)
+        assert route.output_ts_burst(sport, dport, ack, win, tsval, tsecr, segs)
+        assert len(burst) == 1 and not sent
+        cs, hl, gt, frames = burst.pop()
+        ident1 = core._ident
+        core._ident = ident0
+        for (seq, flags, parts, n), (headers, fparts, gso_size) in zip(segs, frames, strict=True):
+            assert route.output_ts(sport, dport, seq, ack, flags, win, tsval, tsecr, b"".join(parts))
+            l2l3, th, payload, one_gt, one_gso = sent.pop()
+            assert headers == l2l3 + th and cs == len(l2l3) and hl == cs + len(th)
+            assert b"".join(fparts) == payload and gso_size == one_gso
+            assert one_gt == (gt if gso_size else 0)
+        assert core._ident == ident1
+
+
+def test_burst_declines_where_output_ts_would() -> None:
+    rng = random.Random(5)
+    core, route, sent = make(False, rng)
+    assert not route.output_ts_burst(1, 2, 3, 4, 5, 6, [(7, 0x10, [b"x"], 1)])   # no burst link
+    core.transmit_tcp_burst = lambda *a: sent.append(a)
+    route.local = None
+    assert not route.output_ts_burst(1, 2, 3, 4, 5, 6, [(7, 0x10, [b"x"], 1)])
+    route.local = False
+    route.neigh.state = "STALE"
+    assert not route.output_ts_burst(1, 2, 3, 4, 5, 6, [(7, 0x10, [b"x"], 1)])
+    core, route, sent = make(False, rng, vnet=False)
+    core.transmit_tcp_burst = lambda *a: sent.append(a)
+    assert not route.output_ts_burst(1, 2, 3, 4, 5, 6, [(7, 0x10, [b"x"], 1)])   # no GSO link
+    assert sent == []

@@ -110,3 +110,27 @@ def test_non_byte_formats_and_non_contiguous_views_are_copied_correctly():
     want = a.tobytes() + bytes(nc)
     assert len(sb) == len(want)
     assert bytes(sb.get(0, len(want))) == want
+
+
+def test_pooled_writes_into_one_block_stay_one_chunk():
+    """Consecutive large writes that land in the same pool block grow its chunk instead of adding
+    one per write: a range across the write boundary is still a view (no join), and the
+    contents are right after the caller reuses its buffer."""
+    from aiotcpstack.tcp import send_buffer as sbm
+
+    sb = SendBuffer(7)
+    w = bytearray(sbm.POOL_MIN)
+    parts = []
+    for i in range(3):
+        w[:] = bytes([i + 1]) * len(w)
+        sb.append(w)
+        parts.append(bytes(w))
+    w[:] = b"\x00" * len(w)
+    assert len(sb._chunks) == 1
+    v = sb.get(7 + sbm.POOL_MIN - 10, 20)
+    assert isinstance(v, memoryview) and bytes(v) == parts[0][-10:] + parts[1][:10]
+    sb.append(b"tail")                     # a bytes chunk in between: the next write starts anew
+    sb.append(w)
+    assert len(sb._chunks) == 3
+    assert bytes(sb.get(7, len(sb))) == b"".join(parts) + b"tail" + bytes(w)
+    sb.clear()
