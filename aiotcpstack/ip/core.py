@@ -173,12 +173,6 @@ class Route:
         general path is needed: no scatter-gather link, a route to ourselves or still undecided,
         a neighbour that is not fresh, or a payload that needs splitting in software."""
         core = self.core
-        tx = core.transmit_tcp
-        if tx is None or self.local is not False:
-            return False
-        e = self.neigh
-        if e.state is not REACHABLE or core.now - e.confirmed > core.neigh.reachable_time:
-            return False
         n = len(payload)
         gso = 0
         if n:
@@ -191,24 +185,13 @@ class Route:
                         return False
                     gso = size
         tcp_len = 32 + n
+        l2l3 = self._l2l3(tcp_len)          # (the route checks; the IPv4 ident is taken here)
+        if l2l3 is None:
+            return False
         psum = (self._psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
         th = _TCP_TS_PACK(sport, dport, seq, ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr)
         core.counters["IpOutRequests"] += 1
-        if self.v6:
-            iph = build_ipv6_header(self.lip, self.rip, IPPROTO_TCP, tcp_len)
-            ethertype = ETH_P_IPV6
-            gso_type = GSO_TCPV6 if gso else 0
-        else:
-            core._ident = ident = (core._ident + 1) & 0xFFFF
-            total = 20 + tcp_len
-            c = self._ipb + total + ident
-            c = (c & 0xFFFF) + (c >> 16)
-            c = (c & 0xFFFF) + (c >> 16)
-            iph = _IP4_PACK(0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP, c ^ 0xFFFF, self.lip, self.rip)
-            ethertype = ETH_P_IP
-            gso_type = GSO_TCPV4 if gso else 0
-        eth = e.eth_header(ethertype, core.mac)
-        tx(eth + iph, th, payload, gso_type, gso)
+        core.transmit_tcp(l2l3, th, payload, (GSO_TCPV6 if self.v6 else GSO_TCPV4) if gso else 0, gso)
         return True
 
     def output_ts_burst(self, sport: int, dport: int, ack: int, window: int, tsval: int, tsecr: int,
@@ -288,7 +271,10 @@ class Route:
 
     def _l2l3(self, tcp_len: int) -> bytes | None:
         """Ethernet + IP header of a segment of ``tcp_len`` bytes on this route, from the
-        per-route constants (see ``output_ts``); None where the general path is needed."""
+        per-route constants, for ``output_ts`` and ``output_syn``: the Ethernet header cached, IPv4
+        with an incremental header checksum (RFC 1071 / 1624), or IPv6.  None where the general
+        path is needed: no scatter-gather link, a route to ourselves or still undecided, a
+        neighbour that is not fresh."""
         core = self.core
         e = self.neigh
         if (core.transmit_tcp is None or self.local is not False or e.state is not REACHABLE

@@ -151,6 +151,17 @@ def _fold_sum(data: bytes | memoryview) -> int:
     return s if s or not any(data) else 0xFFFF
 
 
+def _tcp_vnet(csum_start: int, hdr_len: int, gso_type: int, gso_size: int, cwr: int) -> bytes:
+    """The vnet header of a TCP frame whose checksum the kernel completes (NEEDS_CSUM: the TCP
+    header at ``csum_start`` holds the pseudo-header sum); with ``gso_type`` a TSO super-frame of
+    ``gso_size`` segments after ``hdr_len`` header bytes, ``cwr`` (the TCP CWR flag) telling the
+    segmenter SKB_GSO_TCP_ECN."""
+    if gso_type:
+        return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type | GSO_ECN if cwr else gso_type, hdr_len,
+                             gso_size, csum_start, 16)
+    return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, csum_start, 16)
+
+
 class AfPacketLink(Link):
     """An Ethernet link on a real interface through ``AF_PACKET``/``SOCK_RAW``.
 
@@ -564,13 +575,7 @@ class AfPacketLink(Link):
         if sock is None or not self.vnet or self.is_loopback:
             self.send(b"".join((l2l3, tcp_hdr, payload)), gso_type, gso_size, csum_start, 16)
             return
-        if gso_type:
-            if tcp_hdr[13] & 0x80:    # CWR: tell the segmenter (SKB_GSO_TCP_ECN)
-                gso_type |= GSO_ECN
-            hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, csum_start + len(tcp_hdr), gso_size,
-                                csum_start, 16)
-        else:
-            hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, csum_start, 16)
+        hdr = _tcp_vnet(csum_start, csum_start + len(tcp_hdr), gso_type, gso_size, tcp_hdr[13] & 0x80)
         if not self._sendmsg(sock, (hdr, l2l3, tcp_hdr, payload) if payload else (hdr, l2l3, tcp_hdr)):
             return
         stats = self.stats
@@ -590,45 +595,35 @@ class AfPacketLink(Link):
                 self.send(b"".join((headers, *parts)), gso_type if gso_size else 0, gso_size, csum_start, 16)
             return
         vnets: dict[int, bytes] = {}
-        sendmsg = sock.sendmsg
-        stats = self.stats
+        sendmsg = self._sendmsg
         sent = nbytes = 0
         for headers, parts, gso_size in frames:
-            key = gso_size
-            if gso_size and headers[csum_start + 13] & 0x80:
-                key = -gso_size                # CWR: tell the segmenter (SKB_GSO_TCP_ECN)
+            cwr = gso_size and headers[csum_start + 13] & 0x80
+            key = -gso_size if cwr else gso_size
             hdr = vnets.get(key)
             if hdr is None:
-                if gso_size:
-                    hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type | GSO_ECN if key < 0 else gso_type,
-                                        hdr_len, gso_size, csum_start, 16)
-                else:
-                    hdr = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, csum_start, 16)
-                vnets[key] = hdr
-            try:
-                nbytes += sendmsg((hdr, headers, *parts))
+                hdr = vnets[key] = _tcp_vnet(csum_start, hdr_len, gso_type if gso_size else 0, gso_size, cwr)
+            n = sendmsg(sock, (hdr, headers, *parts))
+            if n:
+                nbytes += n
                 sent += 1
-            except OSError as e:
-                if not isinstance(e, (BlockingIOError, InterruptedError)) and e.errno not in (errno.ENOBUFS,
-                                                                                                errno.ENETDOWN):
-                    raise
-                stats.tx_errors += 1          # dropped like a full device queue would: TCP retransmits
+        stats = self.stats
         stats.tx_frames += sent
         stats.tx_bytes += nbytes - sent * VNET_HDR_LEN
 
-    def _sendmsg(self, sock: socket.socket, parts: Sequence[Frame]) -> bool:
-        """One ``sendmsg``; False (counted in ``tx_errors``) when the frame was dropped like a full
-        device queue or a down interface would drop it -- TCP retransmits."""
+    def _sendmsg(self, sock: socket.socket, parts: Sequence[Frame]) -> int:
+        """One ``sendmsg``: the bytes sent (never 0 for a frame), or 0 (counted in ``tx_errors``)
+        when the frame was dropped like a full device queue or a down interface would drop it --
+        TCP retransmits."""
         try:
-            sock.sendmsg(parts)
-            return True
+            return sock.sendmsg(parts)
         except (BlockingIOError, InterruptedError):
             self.stats.tx_errors += 1
-            return False
+            return 0
         except OSError as e:
             if e.errno in (errno.ENOBUFS, errno.ENETDOWN):
                 self.stats.tx_errors += 1
-                return False
+                return 0
             raise
 
     def _own_echo(self, frame: Frame) -> bool:

@@ -1620,7 +1620,7 @@ class TcpConnection:
         declines, segment by segment through ``_transmit``."""
         rcv_nxt = self.rcv_nxt
         win = self._select_window()
-        tsval = (int(now * 1000) + self.ts_offset) & MASK
+        tsval = self._tsval(now)
         if not self._fast_out.output_ts_burst(self.lport, self.rport, rcv_nxt, win, tsval, self.ts_recent, segs):
             for seq, flags, parts, n in segs:
                 self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
