@@ -28,6 +28,9 @@ def _interpreters() -> list:
     params = []
     for ver, venv in VENVS.items():
         py = ROOT / venv / "bin" / "python"
+        if not py.exists() and ver == f"{sys.version_info[0]}.{sys.version_info[1]}":
+            # the running interpreter (e.g. tests run from a git worktree without its own venvs)
+            py = Path(sys.executable)
         marks = []
         if not py.exists():
             marks.append(pytest.mark.skip(reason=f"no {venv} (PY=python{ver} bash scripts/bootstrap.sh)"))

@@ -209,7 +209,8 @@ async def _connected(sa, sb, port: int) -> tuple:
 
     await sb.create_server(factory, None, port)
     tr, pr = await sa.create_connection(Proto, B, port)
-    await _until(lambda: bool(sp))
+    # the factory runs before the handshake completes; connection_made may come a turn later
+    await _until(lambda: bool(sp) and hasattr(sp[0], "transport"))
     return tr, pr, sp[0]
 
 
