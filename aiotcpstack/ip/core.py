@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -162,6 +163,22 @@ class Route:
 
     def output(self, hdr: TcpHeader, payload: bytes | memoryview = b"") -> None:
         self.core._tcp_output(self, hdr, payload)
+
+    def negative_advice(self, now: float) -> bool:
+        """TCP's negative advice about this route (RFC 9293 3.8.3 MUST-20: the connection has
+        retransmitted R1 times without an answer; Linux ``tcp_write_timeout`` ->
+        ``__dst_negative_advice``).  As RFC 1122 3.3.1.4's dead-gateway detection: the next hop
+        is looked up again (the routing table may have changed since the connection began) and
+        the neighbour is asked to re-confirm itself (``NeighbourTable.reconfirm``: an ARP / NDP
+        probe; silence makes the table forget it).  Nothing to do for a route to ourselves or on
+        a loopback link (no neighbours there).  Returns True when a probe went out."""
+        core = self.core
+        if self.local is not False or core.loopback_link:
+            return False
+        nh = core._next_hop(self.rip)
+        if nh != self.neigh.ip:
+            self.neigh = core.neigh.entry(nh)
+        return core.neigh.reconfirm(self.neigh, now)
 
     def output_ts(self, sport: int, dport: int, seq: int, ack: int, flags: int, window: int, tsval: int,
                   tsecr: int, payload: Any) -> bool:
@@ -322,7 +339,7 @@ class NetworkCore:
                  neighbour_lookup: NeighbourLookup | None = None,
                  reserve_port: Callable[[int], bool] | None = None,
                  release_port: Callable[[int], None] | None = None,
-                 secret: bytes = b"aiotcpstack", strict: bool = False,
+                 secret: bytes | None = None, strict: bool = False,
                  connection_factory: Callable[..., Any] | None = None) -> None:
         self.mac = bytes(link_mac)
         self.mtu = mtu
@@ -342,7 +359,11 @@ class NetworkCore:
         #: it are answered with RST, as the kernel would for its bound socket)
         self.pick_port: Callable[[], int | None] | None = None
         self.port_held: Callable[[int], bool] | None = None
-        self.secret = bytes(secret)
+        # RFC 9293 3.4.1 (MUST-9) / RFC 6528: the key of the ISN, timestamp-offset, ephemeral-port
+        # and SYN-cookie hashes must not be computable from outside, so without one from the
+        # caller every core draws its own (os.urandom, like Linux's net_secret); a caller that
+        # needs reproducible ISNs (simulations, tests) passes a fixed secret
+        self.secret = bytes(secret) if secret is not None else os.urandom(32)
         self.strict = strict             # re-raise internal errors (tests) instead of logging them
         self.connection_factory = connection_factory   # default: tcp.connection.TcpConnection
         self.now = 0.0

@@ -189,6 +189,21 @@ class NeighbourTable:
         if e is not None and e.mac is None:
             self._fail(e)
 
+    def reconfirm(self, e: NeighbourEntry, now: float) -> bool:
+        """Negative advice from a transport about the next hop ``e`` (RFC 1122 3.3.1.4 dead-gateway
+        detection; TCP gives it after R1 unanswered retransmissions, RFC 9293 3.8.3): whatever
+        ``e``'s age, its reachability is in doubt, so it becomes STALE and is probed now --
+        unicast to the MAC we know (the kernel's PROBE state), the entry still used meanwhile.
+        A confirmation makes it REACHABLE again; ``max_probes`` unanswered probes forget the MAC
+        (:meth:`on_timer`), so the next packet starts a fresh broadcast resolution (a new gateway
+        or a moved host is found).  An entry without a MAC or with a probe already running is
+        left alone.  Returns True when a probe went out."""
+        if e.mac is None or e.next_probe is not None:
+            return False
+        e.state = STALE
+        self.resolve(e, now)          # (re-enters an evicted entry, then probes the STALE one)
+        return e.next_probe is not None
+
     def _fail(self, e: NeighbourEntry) -> None:
         if e.queue:
             self.counters["NeighUnresolvedDiscards"] += len(e.queue)

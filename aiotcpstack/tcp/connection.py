@@ -643,6 +643,10 @@ class TcpConnection:
             "wscale": (self.snd_wscale, self.rcv_wscale) if self.ws_ok else None,
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
+            # the pending ICMP soft error (errno, 0: none), readable at any time as Linux's
+            # SO_ERROR reads sk_err_soft (RFC 1122 4.2.3.9, RFC 9293 SHLD-25 / MUST-47); void
+            # once the connection made progress, as Linux clears it on a new ACK
+            "soft_error": self.soft_err if self.soft_err_una == self.snd_una else 0,
         }
 
     # ================================================================== receive path
@@ -1949,6 +1953,8 @@ class TcpConnection:
             if self.n_rtx >= cfg.syn_retries:
                 self._finish(TimeoutError(110, "Connection timed out"))
                 return
+            if self.n_rtx >= cfg.retries1:
+                self._negative_advice(now)
             self._syn_retransmit(self._t_rtx, now)
             return
         if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
@@ -1989,6 +1995,10 @@ class TcpConnection:
             # (PMTUD issue) black-hole detection (Linux tcp_write_timeout -> tcp_mtu_probing):
             # after tcp_retries1 RTOs the MSS drops, so the retransmission below is smaller
             _mtu_probe.on_rto(self, now)
+        if self.n_rtx >= cfg.retries1 and not zero_wnd:
+            # (with a zero window the peer is answering our probes: the path is fine; Linux's
+            # zero-window branch skips tcp_write_timeout too)
+            self._negative_advice(now)
         # RFC 5681 3.1 / RFC 6298 5.5-5.6: collapse cwnd, back off, retransmit the head;
         # Linux enters CA_Loss and retransmits everything not SACKed in slow start.
         if self.cc is not None:
@@ -2013,6 +2023,21 @@ class TcpConnection:
         if ut:
             when = min(when, self.last_progress + ut) if self.last_progress + ut > now else when
         self._arm(self._t_rtx, when)
+
+    def _negative_advice(self, now: float) -> None:
+        """RFC 9293 3.8.3 (MUST-20, SHLD-10; RFC 1122 4.2.3.5): the segment has been retransmitted
+        R1 times (``config.retries1``, Linux ``tcp_retries1``: 3) without an answer, so IP gets
+        negative advice -- at this and every later timeout, as Linux's ``tcp_write_timeout``
+        calls ``__dst_negative_advice`` -- to trigger dead-gateway diagnosis (the route's
+        neighbour is re-confirmed, ``ip.core.Route.negative_advice``).  Linux advises on every
+        SYN retransmission; we wait for R1 there too (the neighbour was just resolved for the
+        SYN).  The route is the object behind ``output`` (a bound ``Route.output``, as for
+        ``_fast_out``); a plain callable (a test harness) has nobody to advise.  Counted
+        ``TCPNegativeAdvice`` (our name; Linux has no counter for it)."""
+        self.counters["TCPNegativeAdvice"] += 1
+        advise = getattr(getattr(self.output, "__self__", None), "negative_advice", None)
+        if advise is not None:
+            advise(now)
 
     def _syn_retransmit(self, timer: Timer, now: float) -> None:
         """Retransmit our SYN / SYN-ACK with exponential backoff: 1 s, 2 s, 4 s ... (RFC 6298

@@ -12,8 +12,9 @@ connection so TSval does not leak uptime) follows Linux ``secure_tcp_ts_off``: a
 the *address pair only* (not the ports), so all connections between two hosts share one clock,
 which keeps PAWS and TIME_WAIT reuse working across connections.
 
-The secret comes from the caller (``os.urandom(32)`` in ``aio/``): this module has no entropy
-source and no clock of its own (sans-IO).
+The secret comes from the caller (``ip.core.NetworkCore`` draws ``os.urandom(32)`` per core
+unless it is given one, RFC 9293 MUST-9): this module has no entropy source and no clock of its
+own (sans-IO).
 """
 from __future__ import annotations
 

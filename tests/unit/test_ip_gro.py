@@ -77,7 +77,7 @@ class Conn:
         self.counters = Counters()
         cfg = TcpConfig(rcvbuf=rcvbuf, moderate_rcvbuf=False)
         self.core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], self.counters, cfg, TimerWheel(), self.tx, None,
-                                vnet=False, dedicated=True, strict=True)
+                                vnet=False, dedicated=True, strict=True, secret=b"gro")   # same ISNs in both
         self.core.gro = gro
         self.core.neigh.update(PEER_IP, PEER_MAC, 0.0)
         self.sink = Sink()

@@ -246,6 +246,7 @@ def test_packet_too_big_v6():
 # ------------------------------------------------------------------- hard and soft errors
 @pytest.mark.parametrize("code,exc_type,err", [
     (wicmp.ICMP_PORT_UNREACH, ConnectionRefusedError, errno.ECONNREFUSED),
+    (wicmp.ICMP_PROT_UNREACH, OSError, errno.ENOPROTOOPT),
     (wicmp.ICMP_HOST_UNREACH, OSError, errno.EHOSTUNREACH),
     (wicmp.ICMP_NET_UNREACH, OSError, errno.ENETUNREACH),
     (wicmp.ICMP_ADMIN_PROHIBITED, OSError, errno.EHOSTUNREACH),

@@ -58,3 +58,27 @@ def test_neighbour_queue_retry_fail_and_aging() -> None:
     t.on_timer(42.0)
     t.on_timer(43.0)
     assert e.mac is None and e.state == FAILED
+
+
+@pytest.mark.parametrize("addr", ["198.18.1.9", "2001:2::9"])
+def test_neighbour_reconfirm_on_negative_advice(addr: str) -> None:
+    """Negative advice (TCP after R1 retransmissions, RFC 1122 3.3.1.4): a REACHABLE entry, young
+    as it is, becomes STALE and is probed at once -- unicast, to the MAC we know -- and stays in
+    use meanwhile; a second advice while the probe runs sends nothing more; an entry without a
+    MAC is not probed (resolution starts with the next packet, as before)."""
+    asked = []
+    t = NeighbourTable(Counters(), lambda ip_, mac: asked.append((ip_, mac)), reachable_time=30,
+                       retrans_time=1, max_probes=3)
+    mac = b"\xaa" * 6
+    t.update(ip(addr), mac, 10.0)
+    e = t.entries[ip(addr)]
+    assert t.reconfirm(e, 10.5) is True
+    assert e.state == STALE and asked == [(ip(addr), mac)] and t.resolve(e, 10.6) == mac
+    assert t.reconfirm(e, 10.7) is False and len(asked) == 1
+    t.update(ip(addr), mac, 10.8)                        # the answer
+    assert e.state == REACHABLE and e.next_probe is None
+    # evicted from the table meanwhile (a forced GC): the advice brings it back and probes it
+    del t.entries[ip(addr)]
+    assert t.reconfirm(e, 11.0) is True and t.entries[ip(addr)] is e and len(asked) == 2
+    unresolved = t.entry(ip("198.18.1.10"))
+    assert t.reconfirm(unresolved, 11.0) is False and len(asked) == 2

@@ -33,7 +33,7 @@ PEER_ISS = 5000
 def make_core(cfg: TcpConfig, record: bool):
     tx = Tx()
     core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), cfg, TimerWheel(), tx, None,
-                       dedicated=True, strict=True)
+                       dedicated=True, strict=True, secret=b"tw")   # one key: both cores pick the same ISNs
     core.neigh.update(PEER_IP, PEER_MAC, 0.0)
     if not record:
         core._time_wait_sock = lambda conn: None        # keep TIME_WAIT connections whole

@@ -9,14 +9,18 @@ they turn into failures (XPASS) the day the behaviour is fixed, so the table can
 """
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from aiotcpstack.ip.core import NetworkCore
+from aiotcpstack.ip.neighbour import REACHABLE
 from aiotcpstack.mib import Counters
 from aiotcpstack.tcp.config import TcpConfig
 from aiotcpstack.tcp.timer_wheel import TimerWheel
 from aiotcpstack.wire import icmp as wicmp
-from aiotcpstack.wire.ethernet import ETH_P_IP, build_ethernet, parse_ethernet
+from aiotcpstack.wire.arp import ARP_REQUEST, arp_reply_to, build_arp, parse_arp
+from aiotcpstack.wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, build_ethernet, parse_ethernet
 from aiotcpstack.wire.ipv4 import build_ipv4_header, parse_ipv4
 from aiotcpstack.wire.tcp import (
     ACK, NO_OPTIONS, SYN, TcpHeader, TcpOptions, build_tcp, encode_options, parse_tcp, verify_tcp_checksum,
@@ -347,6 +351,40 @@ def test_default_r2_gives_more_than_100_seconds():
     assert h.conn.state == "CLOSED" and isinstance(h.rec.closed[0], TimeoutError)
 
 
+def test_negative_advice_from_the_r1_th_timeout_on_but_not_for_zero_window_probes():
+    """MUST-20 (negative advice to IP at R1 retransmissions) and SHLD-10 (R1 is at least 3
+    retransmissions): TCP advises IP at the timeout after the third unanswered retransmission
+    and at every timeout after it, for data and for a SYN; window probes to a peer that keeps
+    answering with a zero window give no advice (the path works).  The probe IP sends is
+    proved below, at frame level."""
+    h = est(TcpConfig(timestamps=False, sack=False, window_scaling=False))
+    c = h.conn
+    c.send(b"r" * 100, 0.1)
+    h.take()
+    advice = []
+    while c.retransmits < 6:
+        h.run_until(h.wheel.next_expiry())
+        advice.append((c.retransmits, h.counters["TCPNegativeAdvice"]))
+    assert advice == [(1, 0), (2, 0), (3, 0), (4, 1), (5, 2), (6, 3)]
+
+    h = Harness(TcpConfig(), iss=1000)
+    h.conn.connect(0.0)
+    h.take()
+    h.run_until(1.0 + 2 + 4 + 0.5)                       # three SYN retransmissions
+    assert h.conn.retransmits == 3 and h.counters["TCPNegativeAdvice"] == 0
+    h.run_until(1.0 + 2 + 4 + 8 + 0.5)                   # the fourth
+    assert h.conn.retransmits == 4 and h.counters["TCPNegativeAdvice"] == 1
+
+    h = est(TcpConfig(timestamps=False, sack=False, window_scaling=False))
+    h.conn.send(b"z" * 2 * MSS, 0.1)
+    h.take()
+    h.feed(0.11, ".", 5001, 1001, window=0)
+    for _ in range(8):
+        h.run_until(h.wheel.next_expiry())
+        h.feed(h.now + 0.01, ".", 5001, 1001, window=0)   # the peer answers: still zero
+    assert h.conn.retransmits >= 6 and h.counters["TCPNegativeAdvice"] == 0
+
+
 @pytest.mark.xfail(strict=True, reason="MUST-23: with the default syn_retries=6 (Linux) an unanswered SYN "
                    "gives up after 127 s; RFC 9293 requires at least 3 minutes of SYN retransmission")
 def test_syn_retransmitted_for_at_least_three_minutes_by_default():
@@ -381,6 +419,7 @@ def test_keepalive_default_interval_is_two_hours_and_probe_has_no_data():
 
 MY_MAC = bytes.fromhex("02aa00000001")
 PEER_MAC = bytes.fromhex("02bb00000002")
+PEER_MAC2 = bytes.fromhex("02bb00000003")
 MY_IP = bytes([198, 18, 0, 1])
 MY_IP2 = bytes([198, 18, 0, 7])
 PEER_IP = bytes([198, 18, 0, 2])
@@ -452,7 +491,9 @@ def _established_core():
 @pytest.mark.parametrize("icmp_type, code", [(3, 0), (3, 1), (3, 5), (11, 0), (11, 1), (12, 0), (4, 0)])
 def test_icmp_soft_errors_and_source_quench_do_not_abort(icmp_type, code):
     """MUST-56 (no abort on Destination Unreachable codes 0, 1, 5; on Time Exceeded; on Parameter
-    Problem) and MUST-55 (Source Quench is silently discarded)."""
+    Problem) and MUST-55 (Source Quench is silently discarded): the error does reach the
+    connection (MUST-54, ``ip/icmp_errors.py``) and is kept as its soft error; a source quench
+    is not even that."""
     core, tx, rec, conn, syn = _established_core()
     conn.send(b"hello", 0.02)
     (ip, data_hdr), = tcp_out(tx)
@@ -469,6 +510,10 @@ def test_icmp_soft_errors_and_source_quench_do_not_abort(icmp_type, code):
     assert c["IcmpInDestUnreachs"] == (1 if icmp_type == 3 else 0)
     assert conn.state == "ESTABLISHED" and rec.closed == [] and tx == []
     assert core.demux.conns                                  # still demultiplexed
+    if icmp_type == 4:
+        assert conn.soft_err == 0 and c["TCPIcmpSoftErrors"] == 0
+    else:
+        assert conn.soft_err != 0 and c["TCPIcmpSoftErrors"] == 1
 
 
 def test_segments_to_broadcast_or_multicast_addresses_are_silently_discarded():
@@ -575,3 +620,115 @@ def test_ip_options_tcp_does_not_understand_are_ignored():
     data = build_tcp(TcpHeader(40000, 80, 78, sa.seq + 1, ACK, 65535), b"opts ok", PEER_IP, MY_IP)
     core.receive([(_ipv4_with_options(data, b"\x01\x01\x01\x00"), False)], 0.1)
     assert len(accepted) == 1 and bytes(accepted[0].data) == b"opts ok"
+
+
+def _arps(tx):
+    """(destination MAC, ARP packet) of the ARP frames in ``tx``."""
+    out = []
+    for f in tx:
+        dst, _, et, payload = parse_ethernet(f)
+        if et == ETH_P_ARP:
+            out.append((dst, parse_arp(payload)))
+    return out
+
+
+def test_negative_advice_makes_ip_reconfirm_the_next_hop():
+    """MUST-20 (negative advice to IP after R1 retransmissions; RFC 1122 3.3.1.4 dead-gateway
+    detection): at the fourth retransmission timeout of a segment the neighbour -- still
+    REACHABLE by age -- is probed at once with a unicast ARP request; an answer confirms it,
+    silence makes the table forget the MAC, so the next retransmission resolves afresh
+    (broadcast)."""
+    core, tx = make_core()
+    wheel = core.wheel
+    core.now_fn = lambda: wheel.now                        # the core's clock follows the timers
+    c = core.counters
+    conn = core.connect(PEER_IP, 80, Recorder(), 0.0)
+    (_, syn), = tcp_out(tx)
+    core.receive([(tcp_frame(TcpHeader(80, conn.local[1], 5000, syn.seq + 1, SYN | ACK, 65535,
+                                       TcpOptions(mss=1460))), False)], 0.01)
+    conn.send(b"r" * 100, 0.02)
+    tx.clear()
+    while conn.retransmits < 3:
+        wheel.advance(wheel.next_expiry())
+    assert _arps(tx) == [] and c["TCPNegativeAdvice"] == 0
+    assert core.neigh.entries[PEER_IP].state == REACHABLE
+    tx.clear()
+    wheel.advance(wheel.next_expiry())                    # the fourth timeout: advice
+    assert conn.retransmits == 4 and c["TCPNegativeAdvice"] == 1
+    (dst, arp), = _arps(tx)
+    assert dst == PEER_MAC and arp.op == ARP_REQUEST and arp.tpa == PEER_IP and arp.spa == MY_IP
+    assert [h.seq for _, h in tcp_out(tx)] == [syn.seq + 1]          # and the retransmission
+    t = wheel.now
+    reply = arp_reply_to(arp, PEER_MAC)
+    core.receive([(build_ethernet(MY_MAC, PEER_MAC, ETH_P_ARP) + build_arp(reply), False)], t + 0.001)
+    assert core.neigh.entries[PEER_IP].state == REACHABLE and core.neigh.entries[PEER_IP].confirmed > t
+    # the next timeouts advise again; now nobody answers the probes: the MAC is forgotten and
+    # the retransmission after that is held for a broadcast resolution
+    tx.clear()
+    while core.neigh.entries[PEER_IP].mac is not None:
+        wheel.advance(wheel.next_expiry())
+    assert c["TCPNegativeAdvice"] >= 2
+    assert {dst for dst, a in _arps(tx)} == {PEER_MAC}          # unicast probes only, so far
+    tx.clear()
+    n = conn.retransmits
+    while conn.retransmits == n:
+        wheel.advance(wheel.next_expiry())
+    assert tcp_out(tx) == [] and [dst for dst, _ in _arps(tx)] == [BROADCAST]
+
+
+def test_negative_advice_follows_a_changed_route():
+    """MUST-20: the advice also looks the route up again -- a connection through a gateway that
+    the routing table no longer chooses for its destination moves to the new next hop (and
+    probes it)."""
+    core, tx = make_core(addresses=((MY_IP, 24),))
+    far = bytes([198, 19, 5, 5])                            # off-link: through GW_IP
+    conn = core.connect(far, 80, Recorder(), 0.0)
+    (_, syn), = tcp_out(tx)
+    core.receive([(tcp_frame(TcpHeader(80, conn.local[1], 5000, syn.seq + 1, SYN | ACK, 65535,
+                                       TcpOptions(mss=1460)), src=far), False)], 0.01)
+    conn.send(b"r" * 100, 0.02)
+    new_gw = bytes([198, 18, 0, 253])
+    core.routing.add_route(bytes([198, 19, 0, 0]), 16, new_gw)      # a more specific route appears
+    core.neigh.update(new_gw, PEER_MAC2, 0.0)
+    tx.clear()
+    while conn.retransmits < 4:
+        core.wheel.advance(core.wheel.next_expiry())
+    route = core.routes[conn]
+    assert route.neigh.ip == new_gw
+    assert [(dst, a.tpa) for dst, a in _arps(tx)] == [(PEER_MAC2, new_gw)]
+
+
+def test_isn_key_is_random_per_core_unless_one_is_given():
+    """MUST-9 (the ISN generator's PRF must not be computable from outside the host): a core
+    built without a secret draws its own random key, so two cores choose different ISNs for the
+    same 4-tuple at the same instant; a secret that is given is used as is (simulations and
+    tests stay reproducible)."""
+    def isn(**kw):
+        tx = Tx()
+        core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), TcpConfig(), TimerWheel(), tx, None,
+                           dedicated=True, strict=True, **kw)
+        core.neigh.update(PEER_IP, PEER_MAC, 0.0)
+        core.connect(PEER_IP, 80, Recorder(), 1.0, lport=40000)
+        (_, syn), = tcp_out(tx)
+        return core.secret, syn.seq
+
+    (key_a, isn_a), (key_b, isn_b) = isn(), isn()
+    assert len(key_a) == 32 and key_a != key_b and isn_a != isn_b
+    assert isn(secret=b"fixed") == isn(secret=b"fixed")
+
+
+def test_icmp_soft_error_is_available_to_the_application():
+    """SHLD-25 (Destination Unreachable codes 0, 1, 5: make the information available to the
+    application) and MUST-47 (a mechanism to report soft errors): the connection keeps running
+    and its ``tcp_info`` snapshot (``transport.get_extra_info('tcp_info')``) shows the error, as
+    Linux's SO_ERROR shows sk_err_soft, until the peer acknowledges new data; a timeout would
+    report it instead of ETIMEDOUT (tests/unit/test_ip_icmp_errors.py)."""
+    core, tx, rec, conn, syn = _established_core()
+    assert conn.snapshot()["soft_error"] == 0
+    conn.send(b"hello", 0.02)
+    (ip, data_hdr), = tcp_out(tx)
+    quoted = build_ipv4_header(MY_IP, PEER_IP, 6, 25) + build_tcp(data_hdr, b"hello", MY_IP, PEER_IP)[:8]
+    core.receive([(ip_frame(wicmp.build_icmpv4_dest_unreach(wicmp.ICMP_HOST_UNREACH, quoted), proto=1), False)], 0.03)
+    assert conn.state == "ESTABLISHED" and conn.snapshot()["soft_error"] == errno.EHOSTUNREACH
+    core.receive([(tcp_frame(TcpHeader(80, conn.local[1], 5001, data_hdr.seq + 5, ACK, 65535)), False)], 0.04)
+    assert conn.snapshot()["soft_error"] == 0 and rec.closed == []

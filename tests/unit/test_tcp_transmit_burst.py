@@ -41,7 +41,8 @@ class Side:
         self.sent: list = []
         self.bursts = 0
         self.core = core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), TcpConfig(), TimerWheel(),
-                                       self._transmit, None, vnet=True, dedicated=True, strict=True)
+                                       self._transmit, None, vnet=True, dedicated=True, strict=True,
+                                       secret=b"burst")   # one key: both cores pick the same ISNs
         core.transmit_tcp = self._send_tcp
         if burst:
             core.transmit_tcp_burst = self._send_tcp_burst
