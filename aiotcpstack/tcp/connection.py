@@ -421,9 +421,70 @@ class TcpConnection:
         st = self.state
         if self.fin_queued or st in (CLOSED, LISTEN, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT):
             raise BrokenPipeError("send() after the write side was closed")
-        self.sndbuf.append(data)
+        sndbuf = self.sndbuf
+        if (st is ESTABLISHED and sndbuf._end == sndbuf._base and type(data) is bytes
+                and self.small_fast and len(data) <= self.mss):
+            # nothing in flight, nothing queued: a request or a response (see _send_lone)
+            sndbuf.append(data)
+            if self._send_lone(data, now):
+                return
+            self._output(now, more)
+            return
+        sndbuf.append(data)
         if st == ESTABLISHED or st == CLOSE_WAIT:
             self._output(now, more)
+
+    #: :meth:`send`'s lone-segment path on (tests turn it off to compare with :meth:`_output`)
+    small_fast = True
+
+    def _send_lone(self, data: bytes, now: float) -> bool:
+        """Send ``data`` -- just queued into an empty send buffer, at most one MSS, ESTABLISHED --
+        as one segment if nothing holds it, with exactly what :meth:`_output` does for that case
+        (tests/unit/test_tcp_send_lone.py compares the two): request/response traffic writes one
+        small message per round trip, and the general loop (retransmission scan, window, Nagle,
+        TSO and burst bookkeeping) is most of the send path's Python.  Returns False, having
+        changed nothing, when the general path must decide (recovery, SACK blocks to carry,
+        window or cwnd too small, cork)."""
+        if self.ca_state != CA_OPEN or self.force_rtx or self.dsack is not None or self.ofo.segs:
+            return False
+        cfg = self.config
+        if cfg.cork:
+            return False
+        nxt = self.snd_nxt                            # == SND.UNA: the buffer was empty
+        n = len(data)
+        cc = self.cc
+        rtt = self.rtt
+        if cc is not None:
+            if now - self.last_send > rtt.rto:
+                return False          # RFC 5681 4.1 restart after idle: _output does it
+            cwnd = cc.cwnd
+        else:
+            cwnd = cfg.initial_cwnd * self.mss
+        snd_wnd = self.snd_wnd
+        # nothing is outstanding, so pipe <= 0: the room is the peer's window and cwnd
+        if n > snd_wnd or n > cwnd or snd_wnd >= HALF:
+            return False
+        self.counters["TCPOrigDataSent"] += 1
+        self._transmit(nxt, data, ACK | PSH, now)
+        end = (nxt + n) & MASK
+        if n != self.mss:
+            self.snd_sml = end                        # a partial segment (Nagle's Minshall state)
+        if self.rtt_time is None and not self.ts_ok:
+            self.rtt_seq = end
+            self.rtt_time = now
+        t = self._t_rtx
+        rto_due = False
+        if self.probe_mode or t._slot is None:
+            # RFC 6298 5.1: start the timer (as the tail loss probe timer when that applies)
+            self.probe_mode = False
+            self.persist_backoff = 0
+            self.last_progress = now
+            rto_due = True
+        self.snd_nxt = end
+        self.last_send = now
+        if not (self.sack_ok and self._schedule_tlp(now, rto_due)) and rto_due:
+            self.wheel.arm(t, now + rtt.rto)
+        return True
 
     def push(self, now: float) -> None:
         """Send what :meth:`send` held back with ``more``."""
@@ -559,8 +620,9 @@ class TcpConnection:
         st = self.state
         if st == CLOSED or st == LISTEN:
             return
-        if st != SYN_SENT:
-            self._output(now)
+        if st != SYN_SENT and (self.sndbuf.end_seq != self.snd_nxt or self.ca_state != CA_OPEN or self.force_rtx
+                               or (self.fin_queued and not self.fin_sent)):
+            self._output(now)           # (_output's own early return, without the call)
         ap = self.ack_pending
         if ap == 2:
             self._send_ack(now)
