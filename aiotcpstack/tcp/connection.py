@@ -1198,7 +1198,16 @@ class TcpConnection:
     def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float, acks: int = 1) -> None:
         """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail); ``acks``: how
         many arrived ACKs this stands for (> 1 after ip/gro.py merged pure ACKs)."""
-        prior_in_flight = self._pipe() if self.cc is not None else 0
+        if self.cc is None:
+            prior_in_flight = 0
+        elif self.ca_state == CA_OPEN:
+            # (_pipe() for the open state, inline: nothing is marked lost)
+            prior_in_flight = ((self.snd_nxt - self.snd_una) & MASK) - (
+                self.sb.sacked if self.sack_ok else self.reno_sacked)
+            if prior_in_flight < 0:
+                prior_in_flight = 0
+        else:
+            prior_in_flight = self._pipe()
         self.snd_una = ack
         freed = self.sndbuf.ack_to(ack)
         if freed:
@@ -1206,16 +1215,17 @@ class TcpConnection:
             self.send_space_pending = True
         # RTT sample: RFC 7323 4.1 (TSecr) or Karn's algorithm on one timed segment (RFC 6298 3)
         rtt = None
+        est = self.rtt
         if tsecr and self.ts_ok:
-            r = (self._tsval(now) - tsecr) & MASK
+            r = ((int(now * 1000) + self.ts_offset) - tsecr) & MASK      # (_tsval, inline)
             if r < HALF:
                 rtt = r / 1000.0
         elif self.rtt_time is not None and seq_ge(ack, self.rtt_seq):
             rtt = now - self.rtt_time
             self.rtt_time = None
         if rtt is not None:
-            self.rtt.sample(rtt, now)
-        self.rtt.reset_backoff()
+            est.sample(rtt, now)
+        est.backoffs = 0                              # (RttEstimator.reset_backoff, inline)
         self.n_rtx = 0
         self.probes_out = 0
         self.last_progress = now
@@ -1252,8 +1262,8 @@ class TcpConnection:
         # probe timer, RFC 8985 7.2, which falls back to the RTO)
         self.tlp_armed = False
         if ack == self.snd_nxt:
-            if not self.probe_mode:
-                self._cancel(self._t_rtx)
+            if not self.probe_mode and self._t_rtx._slot is not None:      # (_cancel, inline)
+                self.wheel.cancel(self._t_rtx)
         else:
             self.probe_mode = False
             self.persist_backoff = 0
@@ -1650,8 +1660,9 @@ class TcpConnection:
         if self.sack_ok and (self.dsack is not None or self.ofo.segs):
             blocks = self._sack_blocks()
         rcv_nxt = self.rcv_nxt
-        win = self._select_window()
-        fast = None
+        win, self.rcv_adv = _select_window(self.rcvbuf - self.rx_unread - self.ofo.nbytes, self.rcv_adv,
+                                           rcv_nxt, self.rcv_wscale, self.rcvbuf, self.rcv_mss)
+        fast = None                            # (above: _select_window(), inline)
         if self.ts_ok:
             tsval = (int(now * 1000) + self.ts_offset) & MASK
             if not blocks:
@@ -1662,7 +1673,17 @@ class TcpConnection:
         else:
             opts = NO_OPTIONS
         hdr = None if fast is not None else TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, win, opts)
-        self._ack_carried(rcv_nxt, 1)
+        # (_ack_carried(rcv_nxt, 1), inline)
+        self.rcv_wup = rcv_nxt
+        self.last_ack_sent = rcv_nxt
+        self.dsack = None
+        if self.ack_pending:
+            self.ack_pending = 0
+            if self._t_dack._slot is not None:
+                self.wheel.cancel(self._t_dack)
+        q = self.quick
+        if q:
+            self.quick = q - 1
         n = len(data)
         mss = self.mss
         self.counters["OutSegs"] += 1 if n <= mss else (n + mss - 1) // mss
