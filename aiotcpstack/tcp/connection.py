@@ -1622,8 +1622,11 @@ class TcpConnection:
         if not cfg.moderate_rcvbuf:
             return
         self.rcvq_copied += copied
-        srtt = self.rtt.srtt or 0.0
-        if now - self.rcvq_time < max(srtt, cfg.delack_min):
+        srtt = self.rtt.srtt
+        lim = cfg.delack_min
+        if srtt and srtt > lim:
+            lim = srtt                       # (max(srtt, delack_min) without the call)
+        if now - self.rcvq_time < lim:
             return
         c = self.rcvq_copied
         self.rcvq_copied = 0
