@@ -422,6 +422,7 @@ class TcpConnection:
         if self.fin_queued or st in (CLOSED, LISTEN, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT):
             raise BrokenPipeError("send() after the write side was closed")
         sndbuf = self.sndbuf
+        # (sndbuf._end == sndbuf._base: len(sndbuf) == 0 without the call)
         if (st is ESTABLISHED and sndbuf._end == sndbuf._base and type(data) is bytes
                 and self.small_fast and len(data) <= self.mss):
             # nothing in flight, nothing queued: a request or a response (see _send_lone)
