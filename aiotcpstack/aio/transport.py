@@ -279,6 +279,8 @@ class TcpTransport(asyncio.Transport):
             self.close()
 
     def tcp_send_space(self) -> None:
+        if not (self._writing_paused or self._closing):
+            return                 # (nothing for _send_space to do: the usual ACK of a round trip)
         if self._writing_paused and not self._in_context:
             self._in_ctx(self._send_space)
         else:
@@ -542,14 +544,19 @@ class TcpTransport(asyncio.Transport):
         # conn.send copies a reusable buffer before it returns (SendBuffer.append: into pool
         # blocks when large, else one bytes copy), so asyncio's "the caller may reuse it" holds
         conn = self._conn
-        conn.send(data, self._now(), True)
+        conn.send(data, self._loop.time(), True)
         if conn.tail_held and not self._push_pending:
             # a partial TSO frame after full ones is held while the protocol may still be
             # writing in this turn of the loop; sent at the start of the next (_push)
             self._push_pending = True
             self._loop.call_soon(self._push)
-        self._stack_kick()
-        self._maybe_pause()
+        stack = self._stack
+        if stack is not None and not stack._in_batch:
+            stack._kick()          # (_stack_kick; inside a receive batch the one after it covers us)
+        if len(conn.sndbuf) > self._sndbuf + self._high:
+            # (get_write_buffer_size() is the queue beyond a limit of at least _sndbuf: below
+            # this it cannot exceed the high-water mark -- the usual write skips the computation)
+            self._maybe_pause()
 
     _push_pending = False
 

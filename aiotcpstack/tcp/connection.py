@@ -421,9 +421,71 @@ class TcpConnection:
         st = self.state
         if self.fin_queued or st in (CLOSED, LISTEN, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT):
             raise BrokenPipeError("send() after the write side was closed")
-        self.sndbuf.append(data)
+        sndbuf = self.sndbuf
+        # (sndbuf._end == sndbuf._base: len(sndbuf) == 0 without the call)
+        if (st is ESTABLISHED and sndbuf._end == sndbuf._base and type(data) is bytes
+                and self.small_fast and len(data) <= self.mss):
+            # nothing in flight, nothing queued: a request or a response (see _send_lone)
+            sndbuf.append(data)
+            if self._send_lone(data, now):
+                return
+            self._output(now, more)
+            return
+        sndbuf.append(data)
         if st == ESTABLISHED or st == CLOSE_WAIT:
             self._output(now, more)
+
+    #: :meth:`send`'s lone-segment path on (tests turn it off to compare with :meth:`_output`)
+    small_fast = True
+
+    def _send_lone(self, data: bytes, now: float) -> bool:
+        """Send ``data`` -- just queued into an empty send buffer, at most one MSS, ESTABLISHED --
+        as one segment if nothing holds it, with exactly what :meth:`_output` does for that case
+        (tests/unit/test_tcp_send_lone.py compares the two): request/response traffic writes one
+        small message per round trip, and the general loop (retransmission scan, window, Nagle,
+        TSO and burst bookkeeping) is most of the send path's Python.  Returns False, having
+        changed nothing, when the general path must decide (recovery, SACK blocks to carry,
+        window or cwnd too small, cork)."""
+        if self.ca_state != CA_OPEN or self.force_rtx or self.dsack is not None or self.ofo.segs:
+            return False
+        cfg = self.config
+        if cfg.cork:
+            return False
+        nxt = self.snd_nxt                            # == SND.UNA: the buffer was empty
+        n = len(data)
+        cc = self.cc
+        rtt = self.rtt
+        if cc is not None:
+            if now - self.last_send > rtt.rto:
+                return False          # RFC 5681 4.1 restart after idle: _output does it
+            cwnd = cc.cwnd
+        else:
+            cwnd = cfg.initial_cwnd * self.mss
+        snd_wnd = self.snd_wnd
+        # nothing is outstanding, so pipe <= 0: the room is the peer's window and cwnd
+        if n > snd_wnd or n > cwnd or snd_wnd >= HALF:
+            return False
+        self.counters["TCPOrigDataSent"] += 1
+        self._transmit(nxt, data, ACK | PSH, now)
+        end = (nxt + n) & MASK
+        if n != self.mss:
+            self.snd_sml = end                        # a partial segment (Nagle's Minshall state)
+        if self.rtt_time is None and not self.ts_ok:
+            self.rtt_seq = end
+            self.rtt_time = now
+        t = self._t_rtx
+        rto_due = False
+        if self.probe_mode or t._slot is None:
+            # RFC 6298 5.1: start the timer (as the tail loss probe timer when that applies)
+            self.probe_mode = False
+            self.persist_backoff = 0
+            self.last_progress = now
+            rto_due = True
+        self.snd_nxt = end
+        self.last_send = now
+        if not (self.sack_ok and self._schedule_tlp(now, rto_due)) and rto_due:
+            self.wheel.arm(t, now + rtt.rto)
+        return True
 
     def push(self, now: float) -> None:
         """Send what :meth:`send` held back with ``more``."""
@@ -559,8 +621,9 @@ class TcpConnection:
         st = self.state
         if st == CLOSED or st == LISTEN:
             return
-        if st != SYN_SENT:
-            self._output(now)
+        if st != SYN_SENT and (self.sndbuf.end_seq != self.snd_nxt or self.ca_state != CA_OPEN or self.force_rtx
+                               or (self.fin_queued and not self.fin_sent)):
+            self._output(now)           # (_output's own early return, without the call)
         ap = self.ack_pending
         if ap == 2:
             self._send_ack(now)
@@ -1140,7 +1203,16 @@ class TcpConnection:
     def _clean_rtx(self, ack: int, acked: int, tsecr: int, now: float, acks: int = 1) -> None:
         """New data acknowledged (Linux tcp_clean_rtx_queue + tcp_ack's tail); ``acks``: how
         many arrived ACKs this stands for (> 1 after ip/gro.py merged pure ACKs)."""
-        prior_in_flight = self._pipe() if self.cc is not None else 0
+        if self.cc is None:
+            prior_in_flight = 0
+        elif self.ca_state == CA_OPEN:
+            # (_pipe() for the open state, inline: nothing is marked lost)
+            prior_in_flight = ((self.snd_nxt - self.snd_una) & MASK) - (
+                self.sb.sacked if self.sack_ok else self.reno_sacked)
+            if prior_in_flight < 0:
+                prior_in_flight = 0
+        else:
+            prior_in_flight = self._pipe()
         self.snd_una = ack
         freed = self.sndbuf.ack_to(ack)
         if freed:
@@ -1148,16 +1220,17 @@ class TcpConnection:
             self.send_space_pending = True
         # RTT sample: RFC 7323 4.1 (TSecr) or Karn's algorithm on one timed segment (RFC 6298 3)
         rtt = None
+        est = self.rtt
         if tsecr and self.ts_ok:
-            r = (self._tsval(now) - tsecr) & MASK
+            r = ((int(now * 1000) + self.ts_offset) - tsecr) & MASK      # (_tsval, inline)
             if r < HALF:
                 rtt = r / 1000.0
         elif self.rtt_time is not None and seq_ge(ack, self.rtt_seq):
             rtt = now - self.rtt_time
             self.rtt_time = None
         if rtt is not None:
-            self.rtt.sample(rtt, now)
-        self.rtt.reset_backoff()
+            est.sample(rtt, now)
+        est.backoffs = 0                              # (RttEstimator.reset_backoff, inline)
         self.n_rtx = 0
         self.probes_out = 0
         self.last_progress = now
@@ -1194,8 +1267,8 @@ class TcpConnection:
         # probe timer, RFC 8985 7.2, which falls back to the RTO)
         self.tlp_armed = False
         if ack == self.snd_nxt:
-            if not self.probe_mode:
-                self._cancel(self._t_rtx)
+            if not self.probe_mode and self._t_rtx._slot is not None:      # (_cancel, inline)
+                self.wheel.cancel(self._t_rtx)
         else:
             self.probe_mode = False
             self.persist_backoff = 0
@@ -1554,8 +1627,11 @@ class TcpConnection:
         if not cfg.moderate_rcvbuf:
             return
         self.rcvq_copied += copied
-        srtt = self.rtt.srtt or 0.0
-        if now - self.rcvq_time < max(srtt, cfg.delack_min):
+        srtt = self.rtt.srtt
+        lim = cfg.delack_min
+        if srtt and srtt > lim:
+            lim = srtt                       # (max(srtt, delack_min) without the call)
+        if now - self.rcvq_time < lim:
             return
         c = self.rcvq_copied
         self.rcvq_copied = 0
@@ -1592,8 +1668,9 @@ class TcpConnection:
         if self.sack_ok and (self.dsack is not None or self.ofo.segs):
             blocks = self._sack_blocks()
         rcv_nxt = self.rcv_nxt
-        win = self._select_window()
-        fast = None
+        win, self.rcv_adv = _select_window(self.rcvbuf - self.rx_unread - self.ofo.nbytes, self.rcv_adv,
+                                           rcv_nxt, self.rcv_wscale, self.rcvbuf, self.rcv_mss)
+        fast = None                            # (above: _select_window(), inline)
         if self.ts_ok:
             tsval = (int(now * 1000) + self.ts_offset) & MASK
             if not blocks:
@@ -1604,7 +1681,17 @@ class TcpConnection:
         else:
             opts = NO_OPTIONS
         hdr = None if fast is not None else TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, win, opts)
-        self._ack_carried(rcv_nxt, 1)
+        # (_ack_carried(rcv_nxt, 1), inline)
+        self.rcv_wup = rcv_nxt
+        self.last_ack_sent = rcv_nxt
+        self.dsack = None
+        if self.ack_pending:
+            self.ack_pending = 0
+            if self._t_dack._slot is not None:
+                self.wheel.cancel(self._t_dack)
+        q = self.quick
+        if q:
+            self.quick = q - 1
         n = len(data)
         mss = self.mss
         self.counters["OutSegs"] += 1 if n <= mss else (n + mss - 1) // mss

@@ -210,7 +210,15 @@ class TimerWheel:
         if slot is None:
             return False
         if slot is not _FIRING:
-            self._unlink(timer, slot)  # type: ignore[arg-type]
+            # (_unlink, inline: a connection cancels its retransmission timer on every ACK
+            # that acknowledges everything -- once per request/response round trip)
+            prev = timer._prev
+            nxt = timer._next
+            prev._next = nxt  # type: ignore[union-attr]
+            nxt._prev = prev  # type: ignore[union-attr]
+            timer._prev = timer._next = None
+            if slot._next is slot and slot.level >= 0:  # type: ignore[union-attr]
+                self._maps[slot.level] &= ~(1 << slot.index)  # type: ignore[union-attr]
         if timer._tick == self._next_tick:
             self._next_valid = False
         timer._slot = None
