@@ -49,6 +49,7 @@ from . import state as S
 from .congestion import registry as _cc_registry
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
 from .receive_buffer import OFO_SEG_OVERHEAD, OutOfOrderQueue
+from .rx_copy import join as _rx_join
 from .rtt import RttEstimator
 from .sack import SackScoreboard
 from .send_buffer import SendBuffer
@@ -1586,14 +1587,11 @@ class TcpConnection:
             return
         rx = self.rx
         if rx:
-            if len(rx) == 1:
-                data = rx[0]
-                if type(data) is not bytes:
-                    data = bytes(data)
-            else:
-                data = b"".join(rx)
-            rx.clear()
+            # the one copy of the data (views into the link's buffers, GRO parts) into the bytes
+            # the handler gets; large ones into pages populated in one go (rx_copy.py)
             n = self.rx_unread
+            data = _rx_join(rx, n)
+            rx.clear()
             self.rx_unread = 0
             if now is not None:
                 self._rcv_space_adjust(n, now)
