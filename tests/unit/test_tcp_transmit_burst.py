@@ -44,7 +44,8 @@ class Side:
         self.sent: list = []
         self.bursts = 0
         self.runs = runs
-        self.core = core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), TcpConfig(tso_segs=tso_segs, initial_cwnd=iw), TimerWheel(),
+        config = TcpConfig(tso_segs=tso_segs, initial_cwnd=iw)
+        self.core = core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), config, TimerWheel(),
                                        self._transmit, None, vnet=True, dedicated=True, strict=True)
         core.transmit_tcp = self._send_tcp
         if burst:
