@@ -238,30 +238,39 @@ class Route:
         add = frames.append
         if self.v6:
             eth = e.eth_header(ETH_P_IPV6, core.mac)
+            last = -1
             for seq, flags, parts, n in segs:
-                tcp_len = 32 + n
-                psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                if n != last:                 # (a run of full frames shares its length fields)
+                    last = n
+                    tcp_len = 32 + n
+                    psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                    gso = size if n > cm and n > size else 0
                 add((_ETH_IP6_TCP_TS_PACK(eth, 0x60000000, tcp_len, IPPROTO_TCP, 64, lip, rip, sport, dport, seq,
                                           ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr),
-                     parts, size if n > cm and n > size else 0))
+                     parts, gso))
             gso_type = GSO_TCPV6
             csum_start = 54
         else:
             eth = e.eth_header(ETH_P_IP, core.mac)
             ipb = self._ipb
             ident = core._ident
+            last = -1
             for seq, flags, parts, n in segs:
-                tcp_len = 32 + n
-                psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                if n != last:                 # (a run of full frames shares its length fields)
+                    last = n
+                    tcp_len = 32 + n
+                    psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                    total = 20 + tcp_len
+                    cb = ipb + total
+                    gso = size if n > cm and n > size else 0
                 ident = (ident + 1) & 0xFFFF
-                total = 20 + tcp_len
-                c = ipb + total + ident
+                c = cb + ident
                 c = (c & 0xFFFF) + (c >> 16)
                 c = (c & 0xFFFF) + (c >> 16)
                 add((_ETH_IP4_TCP_TS_PACK(eth, 0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP, c ^ 0xFFFF, lip, rip,
                                           sport, dport, seq, ack, 0x8000 | flags, window, psum, 0, 0x0101080A,
                                           tsval, tsecr),
-                     parts, size if n > cm and n > size else 0))
+                     parts, gso))
             core._ident = ident
             gso_type = GSO_TCPV4
             csum_start = 34

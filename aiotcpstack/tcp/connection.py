@@ -87,6 +87,9 @@ FLAGS_HP_MASK = ~PSH & 0xFF         # header prediction: only ACK (and PSH) may 
 # sub-millisecond path 2*SRTT is shorter than a user-space stack's scheduling latency, and a probe
 # would go out before an ACK that is already on its way (seen live on veth)
 TLP_MIN = 0.010
+#: ``_output`` lays out a run of full TSO frames in one step (bulk send); False makes it take the
+#: general per-frame step for those too (tests/unit/test_tcp_transmit_burst.py compares the two)
+BULK_RUNS = True
 
 
 def rst_for(hdr: TcpHeader, payload_len: int) -> TcpHeader | None:
@@ -1907,6 +1910,32 @@ class TcpConnection:
             limit = wnd_room if wnd_room < cwnd_room else cwnd_room
             if limit > lim_tso:
                 limit = lim_tso
+            if limit == lim_tso and avail > lim_tso and burst is not None and BULK_RUNS:
+                # a run of full TSO frames (bulk send): neither the last bytes (PSH, FIN, the held
+                # tail, Nagle) nor a window edge are in it, so each frame is what the general
+                # step below would make -- ACK only, lim_tso bytes -- and its bookkeeping
+                # (counters, pipe, the timer) is done once for the run
+                m = (avail - 1) // lim_tso
+                room = (wnd_room if wnd_room < cwnd_room else cwnd_room) // lim_tso
+                if room < m:
+                    m = room
+                k = m * (lim_tso // seg_mss)
+                counters["TCPOrigDataSent"] += k
+                outsegs += k
+                add = burst.append
+                for parts in sndbuf.parts_run(nxt, lim_tso, m):
+                    add((nxt, ACK, parts, lim_tso))
+                    nxt = (nxt + lim_tso) & MASK
+                pipe += m * lim_tso
+                sent_new = True
+                if self.probe_mode or (not rto_due and not self._t_rtx.pending):
+                    self.probe_mode = False          # (RFC 6298 5.1, as in the general step)
+                    self.persist_backoff = 0
+                    if una == self.snd_nxt:
+                        self.last_progress = now
+                    rto_due = True
+                self.snd_nxt = nxt
+                continue
             if avail <= limit:
                 n = avail
                 if more and sent_new and n < lim_tso and not want_fin:

@@ -16,7 +16,7 @@ def test_send_buffer_matches_model(trial):
     for step in range(200):
         op = rnd.random()
         if op < 0.4:
-            d = rnd.randbytes(rnd.choice([1, 5, 100, 600, 3000, 70000]))
+            d = rnd.randbytes(rnd.choice([1, 5, 100, 600, 3000, 70000, 300000]))
             d = rnd.choice([d, bytearray(d), memoryview(d)])
             sb.append(d)
             ref += bytes(d)
@@ -26,6 +26,19 @@ def test_send_buffer_matches_model(trial):
             a = rnd.randrange(len(ref))
             b = rnd.randrange(a, len(ref)) + 1
             assert bytes(sb.get((refseq + a) & MASK, b - a)) == bytes(ref[a:b]), (trial, step)
+        elif op < 0.8 and ref:
+            # parts_run: a run of equal ranges in one walk, each as parts() gives it
+            size = rnd.choice([1, 1448, 5000, 65160])
+            count = min(rnd.randrange(1, 8), len(ref) // size)
+            if count:
+                a = rnd.randrange(len(ref) - size * count + 1)
+                seq = (refseq + a) & MASK
+                run = sb.parts_run(seq, size, count)
+                assert len(run) == count
+                for j, parts in enumerate(run):
+                    want = bytes(ref[a + j * size:a + (j + 1) * size])
+                    assert b"".join(bytes(p) for p in parts) == want, (trial, step, j)
+                    assert b"".join(bytes(p) for p in sb.parts((seq + j * size) & MASK, size)) == want
         elif ref:
             k = rnd.randrange(len(ref) + 1)
             assert sb.ack_to((refseq + k) & MASK) == k
@@ -134,3 +147,4 @@ def test_pooled_writes_into_one_block_stay_one_chunk():
     assert len(sb._chunks) == 3
     assert bytes(sb.get(7, len(sb))) == b"".join(parts) + b"tail" + bytes(w)
     sb.clear()
+

@@ -4,7 +4,9 @@ send_tcp_burst) puts exactly the frames on the wire that the segment-by-segment 
 handshake, large and small sends from a pooled send buffer (segments that span chunks), ACKs
 that open the window, a delayed ACK owed, a FIN after the data, a retransmission -- runs on two
 NetworkCores at frame level, one with a burst link and one without, and every frame, counter
-and connection variable must be identical at every step."""
+and connection variable must be identical at every step.  A third core lays out runs of full TSO
+frames with ``_output``'s general per-frame step (``connection.BULK_RUNS`` off) and must match
+too, and every data frame's payload must be the bytes written at its sequence number."""
 from __future__ import annotations
 
 import random
@@ -13,6 +15,7 @@ import pytest
 
 from aiotcpstack.ip.core import NetworkCore
 from aiotcpstack.mib import Counters
+from aiotcpstack.tcp import connection as connection_mod
 from aiotcpstack.tcp.config import TcpConfig
 from aiotcpstack.tcp.timer_wheel import TimerWheel
 from aiotcpstack.wire.ethernet import ETH_P_IP, build_ethernet
@@ -37,10 +40,12 @@ class Side:
     """A vnet core whose scatter-gather link records (vnet fields, frame bytes); ``burst``:
     it also has send_tcp_burst."""
 
-    def __init__(self, burst: bool) -> None:
+    def __init__(self, burst: bool, tso_segs: int = 1, runs: bool = True, iw: int = 10) -> None:
         self.sent: list = []
         self.bursts = 0
-        self.core = core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), TcpConfig(), TimerWheel(),
+        self.runs = runs
+        config = TcpConfig(tso_segs=tso_segs, initial_cwnd=iw)
+        self.core = core = NetworkCore(MY_MAC, 1500, [(MY_IP, 24)], Counters(), config, TimerWheel(),
                                        self._transmit, None, vnet=True, dedicated=True, strict=True,
                                        secret=b"burst")   # one key: both cores pick the same ISNs
         core.transmit_tcp = self._send_tcp
@@ -85,10 +90,38 @@ class Side:
                 c.last_ack_sent, c.ack_pending, c.quick, c.tail_held, c._t_rtx.pending, c._t_dack.pending)
 
 
+def each(sides: tuple, fn) -> None:
+    """``fn(side)`` for every side, with ``_output``'s full-frame runs on or off as the side wants."""
+    try:
+        for s in sides:
+            connection_mod.BULK_RUNS = s.runs
+            fn(s)
+    finally:
+        connection_mod.BULK_RUNS = True
+
+
+def check_payloads(frames: list, stream: bytearray, base: int) -> int:
+    """Every data frame carries the bytes written at its sequence number; returns how many bytes
+    the frames carried."""
+    n = 0
+    for _vnet, raw in frames:
+        hdr, payload = parse_tcp(raw[34:])
+        if payload:
+            off = (hdr.seq - base) & 0xFFFFFFFF
+            assert bytes(payload) == bytes(stream[off:off + len(payload)]), off
+            n += len(payload)
+    return n
+
+
+@pytest.mark.parametrize("tso_segs, iw", [(1, 10), (20, 100)])
 @pytest.mark.parametrize("seed", range(6))
-def test_burst_and_one_by_one_send_the_same_frames(seed: int) -> None:
+def test_burst_and_one_by_one_send_the_same_frames(seed: int, tso_segs: int, iw: int) -> None:
     rng = random.Random(seed)
-    a, b = Side(True), Side(False)
+    a, b, c = Side(True, tso_segs, iw=iw), Side(False, tso_segs, iw=iw), Side(True, tso_segs, False, iw)
+    sides = (a, b, c)
+    base = a.conn.snd_nxt
+    stream = bytearray()
+    carried = 0
     t = 0.02
     sent_total = 0
     steps = []
@@ -98,31 +131,27 @@ def test_burst_and_one_by_one_send_the_same_frames(seed: int) -> None:
         if op < 0.45:
             n = rng.choice([1, 700, 20000, 100_000, 300_000])
             data = bytearray(rng.randbytes(n))      # reusable buffers: pooled blocks
+            stream += data
             more = rng.random() < 0.5
-            for s in (a, b):
-                s.conn.send(data, t, more)
+            each(sides, lambda s: s.conn.send(data, t, more))
             if rng.random() < 0.5:
-                for s in (a, b):
-                    s.conn.push(t)
+                each(sides, lambda s: s.conn.push(t))
             sent_total += n
         elif op < 0.8:
-            c = a.conn
-            k = rng.randrange(0, ((c.snd_nxt - c.snd_una) & 0xFFFFFFFF) + 1)
+            k = rng.randrange(0, ((a.conn.snd_nxt - a.conn.snd_una) & 0xFFFFFFFF) + 1)
             win = rng.choice([20000, 65535])
             payload = rng.randbytes(rng.choice([0, 0, 100]))
-            for s in (a, b):
-                s.ack(t, s.conn.snd_una + k, win, payload)
+            each(sides, lambda s: s.ack(t, s.conn.snd_una + k, win, payload))
         elif op < 0.9:
-            for s in (a, b):
-                s.core.wheel.advance(t + 0.5)            # RTO / TLP / delayed ACK
+            each(sides, lambda s: s.core.wheel.advance(t + 0.5))     # RTO / TLP / delayed ACK
             t += 0.5
         else:
-            for s in (a, b):
-                s.core.wheel.advance(t)
-        sa, sb = a.state(), b.state()
+            each(sides, lambda s: s.core.wheel.advance(t))
+        sa, sb, sc = a.state(), b.state(), c.state()
         assert sa == sb, (seed, step)
+        assert sa == sc, (seed, step)
+        carried += check_payloads(sa[0], stream, base)
         steps.append(len(sa[0]))
-    for s in (a, b):
-        s.conn.shutdown(t)
-    assert a.state() == b.state()
-    assert a.bursts > 0 and b.bursts == 0 and sum(steps) > 20
+    each(sides, lambda s: s.conn.shutdown(t))
+    assert a.state() == b.state() == c.state()
+    assert a.bursts > 0 and b.bursts == 0 and c.bursts > 0 and sum(steps) > 20 and carried > 0
