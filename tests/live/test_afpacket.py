@@ -501,6 +501,22 @@ def _wait_readable(link: AfPacketLink, seconds: float) -> bool:
     return bool(r)
 
 
+def _warm_and_drain(lab: Any, link: AfPacketLink) -> None:
+    """B resolves A's MAC first (ARP frames would take slots of a burst), then the link is
+    drained: the next poll sees only what the test sends."""
+    warm: list[bytes] = []
+    link.open_reader(lambda b: warm.extend(bytes(f) for f, _ in b))
+    deadline = time.monotonic() + 3
+    while not any(b"warm" in f for f in warm) and time.monotonic() < deadline:
+        _udp_burst(lab, b"warm", 1)
+        if _wait_readable(link, 0.1):
+            link.poll()
+    assert any(b"warm" in f for f in warm)
+    time.sleep(0.1)
+    while link.poll():
+        pass
+
+
 def test_ring_views_stay_unchanged_until_the_next_poll(labx: Any) -> None:
     """THE RECEIVE CONTRACT with rx_copy=False: delivered frames are views into ring slots that
     stay ours until the next poll() begins -- the kernel drops rather than overwrite them -- and
@@ -509,18 +525,7 @@ def test_ring_views_stay_unchanged_until_the_next_poll(labx: Any) -> None:
     try:
         ring = link._ring
         assert ring is not None and ring.slots == 40
-        # B resolves A's MAC first (ARP frames would take slots of the burst below)
-        warm: list[bytes] = []
-        link.open_reader(lambda b: warm.extend(bytes(f) for f, _ in b))
-        deadline = time.monotonic() + 3
-        while not any(b"warm" in f for f in warm) and time.monotonic() < deadline:
-            _udp_burst(labx, b"warm", 1)
-            if _wait_readable(link, 0.1):
-                link.poll()
-        assert any(b"warm" in f for f in warm)
-        time.sleep(0.1)
-        while link.poll():
-            pass
+        _warm_and_drain(labx, link)
         batches: list[list] = []
         link.open_reader(batches.append)
         _udp_burst(labx, b"first", 8)
@@ -562,17 +567,7 @@ def test_one_poll_takes_a_backlog_of_mtu_frames(labx: Any, rx: dict) -> None:
     link = AfPacketLink(labx.if_a, netns=labx.ns_a, rx_copy=False, **rx)
     try:
         assert len(link._views) == RX_SLOTS == 64
-        warm: list = []
-        link.open_reader(lambda b: warm.extend(bytes(f) for f, _ in b))
-        deadline = time.monotonic() + 3
-        while not any(b"warm" in f for f in warm) and time.monotonic() < deadline:
-            _udp_burst(labx, b"warm", 1)
-            if _wait_readable(link, 0.1):
-                link.poll()
-        assert any(b"warm" in f for f in warm)
-        time.sleep(0.1)
-        while link.poll():
-            pass
+        _warm_and_drain(labx, link)
         sizes: list[int] = []
         tags: list[bytes] = []
 
