@@ -38,7 +38,7 @@ from ..mib import Counters
 from ..tcp.config import TcpConfig
 from ..wire import arp as _arp
 from ..wire import tcp as _tcp
-from ..wire.checksum import FOLD2_BITS, FOLD2_MASK, FOLD_BITS, FOLD_MASK, FOLD_MAX, FOLD_MIN
+from ..wire.checksum import FOLD2_BITS, FOLD2_MASK, FOLD3_BITS, FOLD3_MASK, FOLD_BITS, FOLD_MASK, FOLD_MAX, FOLD_MIN
 from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
@@ -512,13 +512,15 @@ class NetworkCore:
                                 ok = False
                             else:
                                 # the TCP checksum: the payload as one little-endian int, folded
-                                # and byte-swapped (<< 8) as in wire/checksum.py, plus the run's
-                                # constant sum (gro.raw_key) and the words that vary (2**16 == 1
-                                # mod 0xffff: a 32-bit field adds as itself)
+                                # (three times: wire/checksum.py, FOLD3_BITS) and byte-swapped
+                                # (<< 8) as in wire/checksum.py, plus the run's constant sum
+                                # (gro.raw_key) and the words that vary (2**16 == 1 mod 0xffff: a
+                                # 32-bit field adds as itself)
                                 x = _from_bytes(p, "little")
                                 if FOLD_MIN < plen <= FOLD_MAX:
                                     x = (x >> FOLD_BITS) + (x & FOLD_MASK)
                                     x = (x >> FOLD2_BITS) + (x & FOLD2_MASK)
+                                    x = (x >> FOLD3_BITS) + (x & FOLD3_MASK)
                                 ok = (((x % 0xFFFF) << 8) + (kt if d8 == k8 else ktp) + tot + seq + tcs
                                       + (newts - kts if newts >= 0 else 0)) % 0xFFFF == 0
                             if ok:

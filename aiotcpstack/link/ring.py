@@ -61,6 +61,12 @@ _TPACKET_ALIGNMENT = 16
 _VNET_HDR_LEN = 10
 _VNET_TRUSTED = 1 | 2      # VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID
 
+#: the trusted flag per vnet flags byte (a lookup instead of a mask and a compare per frame:
+#: take + release of 256 frames 450 -> 410 ns a frame, PERF_LOG step 20); without a vnet header
+#: nothing is trusted
+_TRUST = tuple(f & _VNET_TRUSTED != 0 for f in range(256))
+_NO_TRUST = (False,) * 256
+
 _X86 = {"x86_64", "amd64", "i386", "i486", "i586", "i686", "x86"}
 
 
@@ -157,20 +163,22 @@ class RxRing:
         unpack = self._unpack
         macoff = self._macoff
         vnet = self.vnet
-        trusted_bits = _VNET_TRUSTED if vnet else 0     # (without a vnet header nothing is trusted)
         copies = self.copies
         copies.clear()
         out: list[Any] = []
         append = out.append
         nbytes = 0
         skipped = 0
+        trust = _TRUST if vnet else _NO_TRUST
         for off in walk:
             status, tp_len, snaplen, mac, vflags = unpack(buf, off)
             if status & 3 == 1 and snaplen == tp_len and mac == macoff:      # TP_STATUS_USER, whole
                 start = off + mac
                 nbytes += snaplen
-                append((buf[start:start + snaplen].tobytes() if copy else buf[start:start + snaplen],
-                        vflags & trusted_bits != 0))
+                if copy:
+                    append((buf[start:start + snaplen].tobytes(), trust[vflags]))
+                else:
+                    append((buf[start:start + snaplen], trust[vflags]))
             elif not status & TP_STATUS_USER:
                 break
             elif status & TP_STATUS_COPY:
