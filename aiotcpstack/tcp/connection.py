@@ -931,7 +931,11 @@ class TcpConnection:
             # (tcp_validate_incoming) lets it through as the ACK completing the handshake.
             flags &= ~SYN
             seq = (seq + 1) & MASK
-        # ---- RFC 7323 5.3 PAWS (before the sequence check, like Linux tcp_validate_incoming)
+        # ---- RFC 7323 5.3 PAWS (before the sequence check, like Linux tcp_validate_incoming).
+        # Linux's tcp_paws_check tolerates a TSval one tick older than TS.Recent
+        # (TCP_PAWS_WINDOW = 1, for reordering); RFC 7323 5.3 R1 rejects any SEG.TSval < TS.Recent
+        # and the RFC wins here: a segment reordered behind a newer one by a tick is dropped
+        # (PAWSEstab) and ACKed, and the sender retransmits it.
         if ts is not None and not flags & RST and ((ts[0] - self.ts_recent) & MASK) >= HALF:
             if (self.ts_recent_stamp is not None and now - self.ts_recent_stamp <= PAWS_24DAYS
                     and not self._disordered_ack(hdr, plen, ts[0])):
