@@ -126,7 +126,15 @@ class RttEstimator:
             self._minmax_update(rtt, now)
         self.samples += 1
         self.backoffs = 0
-        self._set_rto()
+        # Linux __tcp_set_rto(): srtt + rttvar, where rttvar (= 4*mdev) is floored at rto_min;
+        # RFC 6298 2.3 uses max(G, K*RTTVAR). tcp_bound_rto(): at most TCP_RTO_MAX.  (Inline:
+        # once per ACK; no backoff now, so the RTO to arm is the base RTO.)
+        var = K * self._rttvar
+        if var < self.rto_min:
+            var = self.rto_min
+        if var < self.granularity:
+            var = self.granularity
+        self.rto = self._base_rto = min(self.srtt + var, self.rto_max)
 
     def backoff(self) -> float:
         """After a retransmission timeout: double the RTO (RFC 6298 5.5); returns the new RTO.
@@ -154,17 +162,6 @@ class RttEstimator:
         self.rto = self._base_rto
 
     # ------------------------------------------------------------------ internals
-
-    def _set_rto(self) -> None:
-        # Linux __tcp_set_rto(): srtt + rttvar, where rttvar (= 4*mdev) is floored at rto_min;
-        # RFC 6298 2.3 uses max(G, K*RTTVAR). tcp_bound_rto(): at most TCP_RTO_MAX.
-        var = K * self._rttvar
-        if var < self.rto_min:
-            var = self.rto_min
-        if var < self.granularity:
-            var = self.granularity
-        self._base_rto = base = min(self.srtt + var, self.rto_max)
-        self.rto = base if not self.backoffs else min(base * (1 << min(self.backoffs, 62)), self.rto_max)
 
     def _minmax_update(self, rtt: float, now: float | None) -> None:
         """Running windowed min (Linux ``minmax_running_min``); estimate i is (_m<i>t, _m<i>v)."""
