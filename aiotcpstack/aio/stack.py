@@ -444,7 +444,14 @@ class Stack:
             self.core.receive(batch, self._loop.time())
         finally:
             self._in_batch = False
-            self._kick()
+            # (_kick inline: once per batch, i.e. per segment of a round trip)
+            wheel = self.wheel
+            if wheel is not None and not self._closed:
+                nxt = wheel.next_expiry_bound()
+                if nxt is not None:
+                    when = self._timer_when
+                    if when is None or nxt < when:
+                        self._arm_timer(nxt)
 
     def _schedule_loopback(self) -> None:
         self._loop.call_soon(self._flush_loopback)

@@ -419,6 +419,10 @@ class NetworkCore:
     # ------------------------------------------------------------------------------------------
     # receive path
     # ------------------------------------------------------------------------------------------
+    #: a lone frame skips the frame loop (:meth:`receive`); off only to compare both paths in tests
+    lone_rx = True
+    _spare_owner: _Owner | None = None     # _deliver_conn's released _Owner, for the next one
+
     def receive(self, batch: list, now: float) -> None:
         """Process one drained batch of ``(frame, csum_trusted)`` (:meth:`_rx_frames`); then
         ``end_batch`` once per touched connection."""
@@ -430,9 +434,18 @@ class NetworkCore:
         ip_unpack = _IP4.unpack_from
         rx_tcp = self._rx_tcp
         self._rx_depth += 1
-        self._gro_batch = self.gro and len(batch) > 1      # a lone segment has nothing to merge with
+        lone = len(batch) == 1
+        self._gro_batch = self.gro and not lone      # a lone segment has nothing to merge with
         try:
-            self._rx_frames(batch, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
+            if lone and self._gro is None and self.lone_rx:
+                # a lone frame (request/response traffic) with no hold to extend: what the frame
+                # loop does for it -- count it, then the general path (no GRO hold can start:
+                # _gro_batch is off) -- without the loop's call and run-check setup
+                counters["LinkInFrames"] += 1
+                frame, trusted = batch[0]
+                self._rx_frame(frame, trusted, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
+            else:
+                self._rx_frames(batch, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
         finally:
             try:
                 if self._gro is not None:     # the batch's last merged segments (also after an error)
@@ -661,8 +674,13 @@ class NetworkCore:
         if owner is not None:            # owned (its own delivery, or lock_conn): the owner
             owner.wake = True            # delivers when it lets go
             return
-        o = self._owned[conn] = _Owner()
+        o = self._spare_owner            # (one _Owner reused: no allocation per delivery)
+        if o is None:
+            o = _Owner()
+        else:
+            self._spare_owner = None
         o.depth = 1
+        self._owned[conn] = o
         try:
             if pending:
                 self._process_backlog(conn, pending, now)
@@ -677,6 +695,10 @@ class NetworkCore:
         finally:
             if self._owned.get(conn) is o:
                 del self._owned[conn]
+                if not o.queue:          # (unreachable now; an error may have left a backlog)
+                    o.wake = False
+                    o.size = 0
+                    self._spare_owner = o
         if conn.state == "TIME_WAIT":
             self._time_wait_sock(conn)
 

@@ -812,7 +812,8 @@ class TcpConnection:
                 tsecr = hdr.options.timestamp[1]
             self.snd_una = ack
             self._syn_rtt_sample(tsecr, now)
-            self.rtt.backoffs = 0                     # (RttEstimator.reset_backoff, inline)
+            if self.rtt.backoffs:
+                self.rtt.reset_backoff()
             self.n_rtx = 0
             if self._t_rtx._slot is not None:         # (pending)
                 self.wheel.cancel(self._t_rtx)
@@ -1238,7 +1239,8 @@ class TcpConnection:
             self.rtt_time = None
         if rtt is not None:
             est.sample(rtt, now)
-        est.backoffs = 0                              # (RttEstimator.reset_backoff, inline)
+        if est.backoffs:                              # (after a timeout: rto follows)
+            est.reset_backoff()
         self.n_rtx = 0
         self.probes_out = 0
         self.last_progress = now

@@ -41,7 +41,7 @@ class RttEstimator:
 
     __slots__ = (
         "rto_initial", "rto_min", "rto_max", "granularity", "min_rtt_window",
-        "_srtt", "_rttvar", "_base_rto", "backoffs", "_has_sample", "samples",
+        "srtt", "_rttvar", "_base_rto", "rto", "backoffs", "_has_sample", "samples",
         # windowed min: three (time, value) estimates, best first (plain fields: no list per connection)
         "_m0t", "_m0v", "_m1t", "_m1v", "_m2t", "_m2v",
     )
@@ -59,10 +59,16 @@ class RttEstimator:
         self.rto_max = rto_max
         self.granularity = granularity          # G of RFC 6298: the timer wheel's granularity
         self.min_rtt_window = min_rtt_window    # Linux sysctl tcp_min_rtt_wlen (300 s)
-        self._srtt = 0.0
+        self.srtt = 0.0                         # smoothed RTT, 0.0 before the first sample
+        #                                         (an attribute, no property: read per round trip)
         self._rttvar = 0.0
         self._base_rto = min(rto_initial, rto_max)
         self.backoffs = 0                       # Linux icsk_backoff: consecutive timeouts
+        # The retransmission timeout to arm now: the base RTO doubled per backoff, capped at
+        # ``rto_max`` -- kept up to date by every method that changes either (read several
+        # times per round trip; a property cost a call each).  ``backoffs`` is only written
+        # here: callers use reset_backoff().
+        self.rto = self._base_rto
         self._has_sample = False
         self.samples = 0
         # Windowed min (Kathleen Nichols' algorithm, Linux lib/win_minmax.c): 3 (time, value) pairs.
@@ -81,11 +87,6 @@ class RttEstimator:
     # ------------------------------------------------------------------ properties
 
     @property
-    def srtt(self) -> float:
-        """Smoothed RTT (0.0 before the first sample)."""
-        return self._srtt
-
-    @property
     def rttvar(self) -> float:
         """RTT variation (0.0 before the first sample)."""
         return self._rttvar
@@ -93,14 +94,6 @@ class RttEstimator:
     @property
     def has_sample(self) -> bool:
         return self._has_sample
-
-    @property
-    def rto(self) -> float:
-        """The retransmission timeout to arm now: base RTO doubled per backoff, capped at ``rto_max``."""
-        if self.backoffs == 0:
-            return self._base_rto
-        # RFC 6298 5.5 / Linux inet_csk_rto_backoff(): rto << backoff, bounded by TCP_RTO_MAX.
-        return min(self._base_rto * (1 << min(self.backoffs, 62)), self.rto_max)
 
     @property
     def base_rto(self) -> float:
@@ -120,7 +113,7 @@ class RttEstimator:
             raise ValueError("negative RTT sample")
         if not self._has_sample:
             # RFC 6298 2.2: first measurement R.
-            self._srtt = rtt
+            self.srtt = rtt
             self._rttvar = rtt / 2
             self._has_sample = True
             t = 0.0 if now is None else now
@@ -128,12 +121,20 @@ class RttEstimator:
             self._m0v = self._m1v = self._m2v = rtt
         else:
             # RFC 6298 2.3: RTTVAR first, with the *old* SRTT.
-            self._rttvar = (1 - BETA) * self._rttvar + BETA * abs(self._srtt - rtt)
-            self._srtt = (1 - ALPHA) * self._srtt + ALPHA * rtt
+            self._rttvar = (1 - BETA) * self._rttvar + BETA * abs(self.srtt - rtt)
+            self.srtt = (1 - ALPHA) * self.srtt + ALPHA * rtt
             self._minmax_update(rtt, now)
         self.samples += 1
-        self._set_rto()
         self.backoffs = 0
+        # Linux __tcp_set_rto(): srtt + rttvar, where rttvar (= 4*mdev) is floored at rto_min;
+        # RFC 6298 2.3 uses max(G, K*RTTVAR). tcp_bound_rto(): at most TCP_RTO_MAX.  (Inline:
+        # once per ACK; no backoff now, so the RTO to arm is the base RTO.)
+        var = K * self._rttvar
+        if var < self.rto_min:
+            var = self.rto_min
+        if var < self.granularity:
+            var = self.granularity
+        self.rto = self._base_rto = min(self.srtt + var, self.rto_max)
 
     def backoff(self) -> float:
         """After a retransmission timeout: double the RTO (RFC 6298 5.5); returns the new RTO.
@@ -141,32 +142,26 @@ class RttEstimator:
         ``backoffs`` counts every call (like ``icsk_backoff``) even once the RTO is capped.
         """
         self.backoffs += 1
+        # RFC 6298 5.5 / Linux inet_csk_rto_backoff(): rto << backoff, bounded by TCP_RTO_MAX.
+        self.rto = min(self._base_rto * (1 << min(self.backoffs, 62)), self.rto_max)
         return self.rto
 
     def reset_backoff(self) -> None:
         """Forget consecutive timeouts (Linux: forward progress on an ACK, ``icsk_backoff = 0``)."""
         self.backoffs = 0
+        self.rto = self._base_rto
 
     def reset(self, rto: float | None = None) -> None:
         """Drop all RTT state, e.g. RFC 6298 5.7: after a timed-out SYN use 3 s once established
         if no sample was taken (Linux ``TCP_TIMEOUT_FALLBACK``): ``reset(3.0)``."""
-        self._srtt = self._rttvar = 0.0
+        self.srtt = self._rttvar = 0.0
         self._has_sample = False
         self.samples = 0
         self.backoffs = 0
         self._base_rto = min(self.rto_initial if rto is None else rto, self.rto_max)
+        self.rto = self._base_rto
 
     # ------------------------------------------------------------------ internals
-
-    def _set_rto(self) -> None:
-        # Linux __tcp_set_rto(): srtt + rttvar, where rttvar (= 4*mdev) is floored at rto_min;
-        # RFC 6298 2.3 uses max(G, K*RTTVAR). tcp_bound_rto(): at most TCP_RTO_MAX.
-        var = K * self._rttvar
-        if var < self.rto_min:
-            var = self.rto_min
-        if var < self.granularity:
-            var = self.granularity
-        self._base_rto = min(self._srtt + var, self.rto_max)
 
     def _minmax_update(self, rtt: float, now: float | None) -> None:
         """Running windowed min (Linux ``minmax_running_min``); estimate i is (_m<i>t, _m<i>v)."""

@@ -1,6 +1,8 @@
 """RFC 6298 estimator with Linux bounds, on exact numbers."""
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from aiotcpstack.tcp.config import TcpConfig
@@ -99,3 +101,22 @@ def test_windowed_min_rtt() -> None:
     assert e.min_rtt == 0.01
     e.sample(0.2, now=1000.0)                   # nothing left in the window: reset
     assert e.min_rtt == 0.2
+
+
+def test_rto_attribute_follows_every_change() -> None:
+    """``rto`` is a plain attribute kept up to date (no property): after any sequence of samples,
+    timeouts, backoff resets and resets it is the base RTO doubled per backoff, capped."""
+    rng = random.Random(7)
+    e = RttEstimator(rto_initial=1.0, rto_min=0.2, rto_max=60.0)
+    for step in range(400):
+        op = rng.random()
+        if op < 0.5:
+            e.sample(rng.choice([0.0001, 0.01, 0.3, 2.0, 30.0]), step * 0.01)
+        elif op < 0.8:
+            e.backoff()
+        elif op < 0.9:
+            e.reset_backoff()
+        else:
+            e.reset(rng.choice([None, 3.0, 100.0]))
+        want = min(e.base_rto * (1 << min(e.backoffs, 62)), e.rto_max) if e.backoffs else e.base_rto
+        assert e.rto == want, step

@@ -140,9 +140,12 @@ class CongestionControl:
             self._on_rtt_sample(rtt, now, acked_bytes, in_flight)
         if self.ca_state == "recovery":
             return          # RFC 6675/PRR govern the window during recovery; no growth
-        if not self.is_cwnd_limited(in_flight):
+        # (is_cwnd_limited and in_slow_start inline: once per ACK)
+        slow_start = self.cwnd < self.ssthresh
+        if in_flight is not None and not (self.cwnd < 2 * in_flight if slow_start
+                                          else in_flight + self.mss > self.cwnd):
             return
-        if self.in_slow_start:
+        if slow_start:
             acked_bytes = self._slow_start(acked_bytes, acks)
             if acked_bytes <= 0:
                 return

@@ -142,7 +142,7 @@ class Cubic(CongestionControl):
         delay = rtt if rtt > 0 else 1e-6
         if self.delay_min is None or delay < self.delay_min:
             self.delay_min = delay
-        if self.hystart and not self.hystart_found and self.in_slow_start and self.ca_state == "open":
+        if self.hystart and not self.hystart_found and self.cwnd < self.ssthresh and self.ca_state == "open":
             self._hystart_update(delay, now, acked_bytes, in_flight)
 
     def _cong_avoid(self, acked_bytes: int, now: float) -> None:
