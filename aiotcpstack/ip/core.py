@@ -95,6 +95,14 @@ Transmit = Callable[..., None]
 NeighbourLookup = Callable[[bytes, Callable[[bytes | None], None]], None]
 
 
+def _len_psum(psb: int, tcp_len: int) -> int:
+    """The TCP checksum field for NEEDS_CSUM: a route's constant pseudo-header sum ``psb``
+    (addresses, protocol; ``Route._psb``) plus the TCP length, folded to 1..0xFFFF (RFC 1071;
+    the kernel adds the segment's own sum from ``csum_start``).  One place for ``output_ts`` and
+    both families of ``output_ts_burst`` (there once per run of equal lengths)."""
+    return (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+
+
 def _tcp_api():
     """The wire functions (imported late: the wire layer is written in parallel)."""
     return _tcp.parse_tcp, _tcp.build_tcp, _tcp.verify_tcp_checksum, _tcp.encode_options
@@ -205,7 +213,7 @@ class Route:
         l2l3 = self._l2l3(tcp_len)          # (the route checks; the IPv4 ident is taken here)
         if l2l3 is None:
             return False
-        psum = (self._psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+        psum = _len_psum(self._psb, tcp_len)
         th = _TCP_TS_PACK(sport, dport, seq, ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr)
         core.counters["IpOutRequests"] += 1
         core.transmit_tcp(l2l3, th, payload, (GSO_TCPV6 if self.v6 else GSO_TCPV4) if gso else 0, gso)
@@ -243,7 +251,7 @@ class Route:
                 if n != last:                 # (a run of full frames shares its length fields)
                     last = n
                     tcp_len = 32 + n
-                    psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                    psum = _len_psum(psb, tcp_len)
                     gso = size if n > cm and n > size else 0
                 add((_ETH_IP6_TCP_TS_PACK(eth, 0x60000000, tcp_len, IPPROTO_TCP, 64, lip, rip, sport, dport, seq,
                                           ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr),
@@ -259,7 +267,7 @@ class Route:
                 if n != last:                 # (a run of full frames shares its length fields)
                     last = n
                     tcp_len = 32 + n
-                    psum = (psb + (tcp_len >> 16) + (tcp_len & 0xFFFF) - 1) % 0xFFFF + 1
+                    psum = _len_psum(psb, tcp_len)
                     total = 20 + tcp_len
                     cb = ipb + total
                     gso = size if n > cm and n > size else 0
@@ -289,7 +297,7 @@ class Route:
         if l2l3 is None:
             return False
         self.core.counters["IpOutRequests"] += 1
-        psum = (self._psb + 40 - 1) % 0xFFFF + 1
+        psum = _len_psum(self._psb, 40)
         th = _SYN_PACK(sport, dport, iss, 0, 0xA000 | SYN, window, psum, 0,
                        0x0204, mss, 0x0402080A, tsval, 0, 0x01030300 | wscale)
         self.core.transmit_tcp(l2l3, th, b"", 0, 0)
