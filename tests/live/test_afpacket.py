@@ -54,6 +54,23 @@ def collect(link: AfPacketLink, seconds: float, until: Callable[[list], bool] | 
     return got
 
 
+def _drained_kernel_stats(link: AfPacketLink, late: list) -> dict[str, int]:
+    """``PACKET_STATISTICS`` summed until a read finds nothing new after a drain (the frames go to
+    ``late``).  One read is not enough: the lab's own traffic (an IPv6 MLD report, an ARP probe)
+    can reach the socket between the last poll and the read, and the kernel has counted a frame
+    we could not have delivered yet.  When a read after a drain returns no packets, nothing
+    arrived since the previous read, so the sum is exactly what the socket was given and every
+    one of those frames must have been delivered (``rx_frames`` equal to it, not merely close)."""
+    total = link.read_kernel_stats()
+    for _ in range(20):
+        late.extend(collect(link, 0.1))
+        k = link.read_kernel_stats()
+        total = {"packets": total["packets"] + k["packets"], "drops": total["drops"] + k["drops"]}
+        if k["packets"] == 0 and k["drops"] == 0:
+            return total
+    raise AssertionError(f"frames kept arriving for 2 s after the transfer: {total}")
+
+
 def in_ns_socket(ns: str, *args: Any) -> socket.socket:
     with in_netns(ns):
         return socket.socket(*args)
@@ -290,7 +307,7 @@ def test_tso_receive_frames_and_trusted_checksums(labx: Any, rx: dict) -> None:
         assert received[0] == total
         assert sizes and all(trusted), "kernel TCP over veth must arrive CHECKSUM_PARTIAL/NEEDS_CSUM"
         big = max(sizes)
-        kernel = link.read_kernel_stats()
+        kernel = _drained_kernel_stats(link, late)
         print(f"\nTSO receive: {len(sizes)} TCP frames, max {big} bytes, {sum(s > 1514 for s in sizes)} larger than 1514; kernel {kernel}, stats {link.stats.as_dict()}")
         # every frame the kernel gave the socket was delivered (nothing stuck in the ring/queue)
         assert kernel["drops"] == 0 and link.stats.rx_frames == kernel["packets"]
