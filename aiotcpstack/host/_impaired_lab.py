@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 
 from . import netns as _ns
 from .errors import NoSuchNamespaceError
-from .lab import _LabBase
+from .lab import _LabBase, lab_addr6
 
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -60,10 +60,10 @@ class ImpairedLab(_LabBase):
         self.addr_a, self.gw_a, self.spare_addr = f"198.18.{x}.1", f"198.18.{x}.254", f"198.18.{x}.3"
         self.addr_b, self.gw_b, self.spare_addr_b = f"198.19.{y}.2", f"198.19.{y}.254", f"198.19.{y}.3"
         b6 = 0x100 + y
-        self.addr6_a, self.gw6_a, self.spare_addr6 = (f"2001:2:0:{x:x}::1", f"2001:2:0:{x:x}::fe",
-                                                       f"2001:2:0:{x:x}::3")
-        self.addr6_b, self.gw6_b, self.spare_addr6_b = (f"2001:2:0:{b6:x}::2", f"2001:2:0:{b6:x}::fe",
-                                                         f"2001:2:0:{b6:x}::3")
+        self.addr6_a, self.gw6_a, self.spare_addr6 = (lab_addr6(x, 1), lab_addr6(x, 0xfe),
+                                                       lab_addr6(x, 3))
+        self.addr6_b, self.gw6_b, self.spare_addr6_b = (lab_addr6(b6, 2), lab_addr6(b6, 0xfe),
+                                                         lab_addr6(b6, 3))
         self.net_a, self.net_b = f"198.18.{x}.0/24", f"198.19.{y}.0/24"
         self.net6_a, self.net6_b = f"2001:2:0:{x:x}::/64", f"2001:2:0:{b6:x}::/64"
         self.mac_a = self.mac_b = self.mac_gw_a = self.mac_gw_b = b""

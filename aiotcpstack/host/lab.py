@@ -136,6 +136,16 @@ def _new_prefix() -> str:
     return f"ats{os.getpid():x}_{secrets.token_hex(2)[:3]}"
 
 
+def lab_addr6(subnet: int, host: int) -> str:
+    """A lab IPv6 address in 2001:2:0:<subnet>::/64, in canonical (RFC 5952) text form.
+
+    Canonical because the stack reports addresses (``getsockname``, ``stack.addresses``) as
+    ``inet_ntop`` writes them: subnet 0 spelled ``2001:2:0:0::1`` would never compare equal to the
+    ``2001:2::1`` the stack returns (a CI failure when the random subnet came out 0).
+    """
+    return str(ipaddress.IPv6Address(f"2001:2:0:{subnet:x}::{host:x}"))
+
+
 class _LabBase:
     """Namespace bookkeeping, process helpers, nft helpers, offloads, cleanup."""
 
@@ -394,8 +404,8 @@ class Lab(_LabBase):
         self.if_a = f"{self.prefix}a"
         self.if_b = f"{self.prefix}b"
         self.addr_a, self.addr_b, self.spare_addr = f"198.18.{x}.1", f"198.18.{x}.2", f"198.18.{x}.3"
-        self.addr6_a, self.addr6_b = f"2001:2:0:{x:x}::1", f"2001:2:0:{x:x}::2"
-        self.spare_addr6 = f"2001:2:0:{x:x}::3"
+        self.addr6_a, self.addr6_b = lab_addr6(x, 1), lab_addr6(x, 2)
+        self.spare_addr6 = lab_addr6(x, 3)
         self.network = ipaddress.ip_network(f"198.18.{x}.0/24")
         self.network6 = ipaddress.ip_network(f"2001:2:0:{x:x}::/64")
         self.mac_a = self.mac_b = b""

@@ -105,3 +105,16 @@ def test_wire_is_deterministic_per_seed():
 def test_wire_without_impairments_keeps_order():
     frames = [bytes([i]) * 60 for i in range(100)]
     assert _run(_FakeWire(delay=0.005), frames) == frames
+
+
+@pytest.mark.parametrize("subnet", [0, 1, 0xa, 0xff, 0x100, 0x1ff])
+def test_lab_addr6_is_canonical_for_every_subnet(subnet):
+    """The stack reports addresses as inet_ntop writes them; a lab address spelled otherwise
+    (``2001:2:0:0::1`` for subnet 0) never compared equal in the address-removal live test."""
+    import ipaddress
+    import socket
+    from aiotcpstack.host.lab import lab_addr6
+    a = lab_addr6(subnet, 1)
+    assert a == socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, a))
+    assert ipaddress.IPv6Address(a) in ipaddress.ip_network(f"2001:2:0:{subnet:x}::/64")
+    assert ipaddress.IPv6Address(a).packed[-1] == 1
