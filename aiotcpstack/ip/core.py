@@ -45,7 +45,7 @@ from ..wire.ipv4 import build_ipv4_header, parse_ipv4
 from ..wire.ipv6 import build_ipv6_header
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, ANY4, ANY6, DemuxTable
-from .gro import RAW, RAW_LEN, GroHold, raw_key
+from .gro import MAX_RUNS, RAW, RAW_LEN, GroHold, continues, in_order, raw_key
 from ..tcp.listener import Listener
 from ..tcp.state import ESTABLISHED as _ESTABLISHED
 from ..tcp.connection import CA_OPEN as _CA_OPEN
@@ -406,6 +406,9 @@ class NetworkCore:
         self._gro: GroHold | None = None  # software GRO: segments held within one batch (ip/gro.py)
         self.gro = True                  # merge consecutive in-order segments of a flow per batch
         self._gro_batch = False
+        #: the other data runs of the held flow in this batch (frames reordered before us,
+        #: gro.py); never non-empty without ``_gro``
+        self._gro_apart: list[GroHold] = []
         self._ident = 0
         self._port_counter = 0
         self._isn = None
@@ -911,14 +914,63 @@ class NetworkCore:
                 self._send_l3_direct(src_mac, ETH_P_IPV6,
                                      build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply)) + reply)
 
+    def _gro_reorder(self, g: GroHold, seq: int, payload: Any, flags: int, tsval: int) -> bool:
+        """A data segment of the held flow (same ACK, window, TSecr, flags ACK[|PSH]) that does
+        not continue the held run ``g``: True when it was put into a run of its own or appended
+        to another run of this batch (it becomes the held run ``_gro``), so that the flush
+        hands the runs to TCP in sequence order (gro.py); False (flush as before) when it or a
+        held run lies before RCV.NXT or it overlaps a held run (a retransmission), or too many
+        runs are held apart."""
+        rcv_nxt = g.conn.rcv_nxt
+        off = (seq - rcv_nxt) & 0xFFFFFFFF
+        if off >= 0x80000000:
+            return False
+        end = off + len(payload)
+        apart = self._gro_apart
+        target = None
+        for r in (g, *apart):
+            ro = (r.seq - rcv_nxt) & 0xFFFFFFFF
+            if ro >= 0x80000000 or (off < ro + r.nbytes and ro < end):
+                return False
+            if r.next_seq == seq and r is not g and continues(r, tsval):
+                target = r
+        if target is None:
+            if len(apart) >= MAX_RUNS - 1:
+                return False
+            target = GroHold(g.conn, g.src, g.dst, g.sport, g.dport, seq, g.ack, g.window, flags, tsval, g.tsecr,
+                             payload)
+        else:
+            if tsval != target.ts_last:
+                target.extend_ts(tsval)
+            target.parts.append(payload)
+            target.nbytes += len(payload)
+            target.next_seq = (seq + len(payload)) & 0xFFFFFFFF
+            target.flags |= flags
+            apart.remove(target)
+        apart.append(g)
+        self._gro = target
+        self.counters["TcpGroReordered"] += 1
+        return True
+
     def _gro_flush(self, now: float) -> None:
-        """Hand what software GRO holds to TCP: one header prediction for all of it, or, when
-        that fails (e.g. the total does not fit the window), each part through the full path
-        as if it had never been merged."""
+        """Hand what software GRO holds to TCP, the runs held apart (gro.py) in sequence order."""
         g = self._gro
         if g is None:
             return
         self._gro = None
+        if not self._gro_apart:
+            self._gro_hand(g, now)
+            return
+        runs = self._gro_apart
+        self._gro_apart = []
+        runs.append(g)
+        for r in in_order(runs, g.conn.rcv_nxt):
+            self._gro_hand(r, now)
+
+    def _gro_hand(self, g: GroHold, now: float) -> None:
+        """One held run to TCP: one header prediction for all of it, or, when that fails (e.g.
+        the total does not fit the window), each part through the full path as if it had never
+        been merged."""
         conn = g.conn
         counters = self.counters
         nparts = len(g.parts)
@@ -1028,6 +1080,11 @@ class NetworkCore:
                     g.tsecr = tsecr
                     g.acks += 1
                     return
+                if (g.nbytes and hp_opts and (flags | PSH) == (g.flags | PSH) and len(seg) > doff << 2
+                        and sport == g.sport and dport == g.dport and ack == g.ack and window == g.window
+                        and tsecr == g.tsecr and src == g.src and dst == g.dst
+                        and self._gro_reorder(g, seq, seg[doff << 2:], flags, tsval)):
+                    return           # reordered within the batch: put back in order at the flush
                 self._gro_flush(now)
             if hp_opts and (flags & _HP_FLAGS) == ACK:
                 conn = self.demux.conns.get((dst, dport, src, sport))

@@ -41,11 +41,29 @@ could have made (RFC 5681 sec. 4.2 / RFC 3465 discuss them).  Unlike a real stre
 is lost: the count of merged ACKs goes with it, so RFC 3465's per-ACK slow-start limit L applies
 per ACK that arrived (``CongestionControl.on_ack(acks=)``), and every one counts in ``InSegs``.
 Linux's GRO does not merge pure ACKs (each costs it ~1 us; each costs us a Python call chain).
+
+Reordering inside a batch (``NetworkCore._gro_reorder``, PERF_LOG step 23): a kernel sender on a
+veth transmits from two CPUs (its own, and our CPU while our ACK's ``sendmsg`` runs its TCP
+output in softirq), and veth queues each frame on the backlog of the CPU that sent it, so the
+frames of one flow can reach our socket permuted within one batch.  Processed in that order, the
+later segment would go to the out-of-order queue and our immediate duplicate ACK with a SACK
+block would make the sender's RACK (RFC 8985, a reordering window of a quarter of a ~0.1 ms
+min RTT) retransmit at once, spuriously.  So a data segment of the held flow that does not
+continue the held run, but would continue another run of the batch or lies wholly beyond (or
+before) every held run, starts or extends a run of its own (``NetworkCore._gro_apart``, at most ``MAX_RUNS``);
+at the flush the runs go to TCP in sequence order, contiguous ones merged (``GroHold.absorb``).
+A batch whose frames are only permuted then makes exactly the ACKs of the same batch in order.
+A real hole stays a hole: the runs after it reach the out-of-order queue in sequence order.
+Anything that overlaps a held run (a retransmission) flushes everything first, as before.
 """
 from __future__ import annotations
 
 import struct
 from typing import Any
+
+#: the most runs of one flow held apart within one batch (reordering; beyond it: flush)
+MAX_RUNS = 8
+_M32 = 0xFFFFFFFF
 
 from ..wire.tcp import PSH
 
@@ -147,3 +165,40 @@ class GroHold:
             out.append((seq, p, tsval))
             seq = (seq + len(p)) & 0xFFFFFFFF
         return out
+
+    def absorb(self, later: "GroHold") -> None:
+        """Append ``later``, the run that starts where this one ends (same flow, ACK, window,
+        TSecr; TSval not older: the caller checks), as if its parts had extended this run."""
+        if later.tsval != self.ts_last:
+            self.extend_ts(later.tsval)          # (marks the index where later's parts start)
+        if later.ts_marks:
+            n0 = len(self.parts)
+            if self.ts_marks is None:
+                self.ts_marks = []
+            self.ts_marks.extend((i + n0, ts) for i, ts in later.ts_marks)
+            self.ts_last = later.ts_last
+        self.parts.extend(later.parts)
+        self.nbytes += later.nbytes
+        self.next_seq = later.next_seq
+        self.flags |= later.flags
+
+
+def continues(prev: GroHold, tsval: int) -> bool:
+    """May a segment (or run) with ``tsval`` follow ``prev``'s last part in one run: the same
+    TSval, or a newer one (gro.py: TSval may grow within a run, never fall)."""
+    return tsval == prev.ts_last or (
+        tsval >= 0 and prev.ts_last >= 0 and ((tsval - prev.ts_last) & _M32) < 0x80000000)
+
+
+def in_order(runs: list[GroHold], rcv_nxt: int) -> list[GroHold]:
+    """The data runs of one flow held apart in a batch, sorted by sequence number (relative to
+    RCV.NXT: the caller only holds runs that start at or beyond it), contiguous ones merged."""
+    runs.sort(key=lambda r: (r.seq - rcv_nxt) & _M32)
+    out = [runs[0]]
+    for r in runs[1:]:
+        prev = out[-1]
+        if prev.next_seq == r.seq and continues(prev, r.tsval):
+            prev.absorb(r)
+        else:
+            out.append(r)
+    return out
