@@ -11,30 +11,6 @@ guard of the same process in the same namespace), comment ``aiotcpstack pid=<pid
         oif "lo" accept
         tcp sport @ports tcp flags & rst == rst counter drop }
 
-and, when the guard knows the stack's interface (``interface=``, as ``Stack`` passes it), a second table of
-the same name in the ``netdev`` family, bound to that device, with its own ``ports`` set kept equal to the
-inet one (every element update goes to both sets in one nfnetlink transaction)::
-
-    table netdev aiotcpstack_<pid> { chain ingress {
-        type filter hook ingress device "<interface>" priority -500; policy accept;
-        tcp dport @ports fib daddr type local counter drop } }
-
-Why the ingress drop (PERF_LOG step 24): the netdev ingress hook runs in ``__netif_receive_skb_core``
-*after* the ``ptype_all`` taps (our AF_PACKET socket already has the frame) and *before* ``ip_rcv``: the
-kernel no longer validates the IP header, counts ``IpInReceives``, runs the route lookup and the netfilter
-prerouting hook for every frame the stack consumes -- work done in softirq, on the CPU of whoever sent
-the frame (for a veth peer: inside the peer's own ``sendmsg``).  Same scope as the prerouting rule: only
-TCP (``tcp dport`` matches only a first or unfragmented IPv4/IPv6 datagram whose header nftables could
-validate), only our ports, only addresses local to this host (``fib daddr type local`` works in the
-netdev family; the inet family's ingress hook refuses ``fib``, hence the second table); lo is not
-involved unless it is the stack's interface.  A non-first fragment still reaches ``ip_rcv`` and waits in
-the reassembly queue for a first fragment that never comes (no ICMP time-exceeded: that is only sent
-when the first fragment arrived) -- exactly as before, where the first fragment was dropped in
-prerouting.  Nothing reaches conntrack either way.  The prerouting chain stays: it covers our ports on
-every other interface (and everything if the ingress table could not be made).  If the kernel or nft
-cannot make the netdev table (no netdev ingress or no ``fib`` there, an unknown device), the guard logs
-one line and uses the inet table alone (``ingress`` is then False).
-
 Why nftables, not iptables: a named set makes "add a port" one set-element add (no rule churn, O(1)
 lookup at any number of ports), the whole state is one table we can delete atomically (nothing else of
 the host's firewall is touched or even listed/rewritten, unlike iptables-save/restore), and element adds
@@ -59,20 +35,19 @@ independent of the number of ports held (hash set); ``nft add element`` via a pr
 ``add_ports``/``remove_ports`` put many elements in one transaction (~140-180 us for 32).  If the
 netlink path fails (odd kernels), it falls back to ``nft -f -``.
 
-Lifecycle: ``close()`` deletes the table (both tables, in one nft transaction); every guard is closed at interpreter exit (atexit) and on
+Lifecycle: ``close()`` deletes the table; every guard is closed at interpreter exit (atexit) and on
 SIGTERM/SIGHUP/SIGINT *when the default disposition would kill the process without running atexit*
 (SIG_DFL): then the tables are removed and the signal is re-raised with the default action (the exit
 status stays "killed by signal").  Python-level handlers (e.g. the default SIGINT -> KeyboardInterrupt,
 or an application's SIGTERM handler) are chained to unchanged - the process may survive them, so the
 guard stays; atexit covers the later exit.  At construction, tables ``aiotcpstack_<pid>*`` whose pid is
-dead are deleted in both families (sweep; SIGKILL leaves them behind).
+dead are deleted (sweep; SIGKILL leaves them behind).
 """
 from __future__ import annotations
 
 import atexit
 import errno
 import json
-import logging
 import os
 import re
 import shutil
@@ -89,8 +64,6 @@ from .errors import FirewallError, PermissionsError, ToolMissingError
 
 __all__ = ["RstGuard", "sweep_stale_tables", "TABLE_PREFIX"]
 
-log = logging.getLogger("aiotcpstack.host")
-
 TABLE_PREFIX = "aiotcpstack_"
 _TABLE_RE = re.compile(r"^aiotcpstack_(\d+)(?:_(\d+))?$")
 
@@ -101,9 +74,7 @@ NLMSG_ERROR = 2
 NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 16, 17
 NFNL_SUBSYS_NFTABLES = 10
 NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM = 12, 14
-NFPROTO_INET, NFPROTO_NETDEV = 1, 5
-#: the families our tables live in, as nft names them and as nfnetlink numbers them
-_FAMILIES = {"inet": NFPROTO_INET, "netdev": NFPROTO_NETDEV}
+NFPROTO_INET = 1
 NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_ELEMENTS = 1, 2, 3
 NFTA_LIST_ELEM = 1
 NFTA_SET_ELEM_KEY = 1
@@ -154,36 +125,31 @@ def _nft(netns: str | None, args: list[str], script: str | None = None) -> str:
     return r.stdout
 
 
-def _list_all_tables(netns: str | None) -> list[tuple[str, str]]:
-    """(family, name) of our tables in ``netns``, all families (inet and the ingress tables, netdev)."""
-    out = _nft(netns, ["-j", "list", "tables"])
-    found = []
+def list_tables(netns: str | None = None) -> list[str]:
+    """Names of our tables (family inet) in ``netns``."""
+    out = _nft(netns, ["-j", "list", "tables", "inet"])
+    names = []
     for item in json.loads(out or '{"nftables": []}')["nftables"]:
         t = item.get("table")
-        if t and t.get("family") in _FAMILIES and _TABLE_RE.match(t["name"]):
-            found.append((t["family"], t["name"]))
-    return found
-
-
-def list_tables(netns: str | None = None, family: str = "inet") -> list[str]:
-    """Names of our tables of ``family`` (inet: one per guard; netdev: its ingress table) in ``netns``."""
-    return [n for f, n in _list_all_tables(netns) if f == family]
+        if t and t.get("family") == "inet" and _TABLE_RE.match(t["name"]):
+            names.append(t["name"])
+    return names
 
 
 def sweep_stale_tables(netns: str | None = None) -> list[str]:
-    """Delete our tables (both families) in ``netns`` whose owning pid is dead. Returns their names."""
-    dead = [(f, n) for f, n in _list_all_tables(netns) if not _pid_alive(int(_TABLE_RE.match(n).group(1)))]
+    """Delete our tables in ``netns`` whose owning pid is dead. Returns their names."""
+    dead = [n for n in list_tables(netns) if not _pid_alive(int(_TABLE_RE.match(n).group(1)))]
     if dead:
-        script = "".join(f"delete table {f} {n}\n" for f, n in dead)
+        script = "".join(f"delete table inet {n}\n" for n in dead)
         try:
             _nft(netns, ["-f", "-"], script)
         except FirewallError:
-            for f, n in dead:       # raced with another sweeper: delete one by one, ignore the missing
+            for n in dead:          # raced with another sweeper: delete one by one, ignore the missing
                 try:
-                    _nft(netns, ["delete", "table", f, n])
+                    _nft(netns, ["delete", "table", "inet", n])
                 except FirewallError:
                     pass
-    return list(dict.fromkeys(n for _f, n in dead))
+    return dead
 
 
 # ---------------------------------------------------------------- process-wide cleanup
@@ -235,12 +201,9 @@ class RstGuard:
     """Keep the kernel of ``netns`` from processing / answering TCP segments for the stack's ports.
 
     ``add_port(p)`` / ``remove_port(p)`` (cheap: one netlink batch), ``ports``, ``close()``; a context manager.
-    ``interface``: the stack's device; the guard then also drops at that device's netdev ingress hook
-    (before ``ip_rcv``; ``ingress`` says whether it could), ``ingress=False`` asks for the inet table alone.
     """
 
-    def __init__(self, netns: str | None = None, use_netlink: bool = True, interface: str | None = None,
-                 ingress: bool = True) -> None:
+    def __init__(self, netns: str | None = None, use_netlink: bool = True, interface: str | None = None) -> None:
         global _counter
         #: the stack's own interface is the loopback device: then lo is not exempt (kernel clients
         #: and servers in the namespace are exactly the peers the stack talks to over lo)
@@ -257,27 +220,14 @@ class RstGuard:
         self._seq = 0
         self._sock: socket.socket | None = None
         sweep_stale_tables(netns)
-        existing = {n for _f, n in _list_all_tables(netns)}
+        existing = set(list_tables(netns))
         with _hooks_lock:
             name = f"{TABLE_PREFIX}{self.pid}"
             while name in existing or any(g.table == name and g.netns == netns for g in _guards):
                 _counter += 1
                 name = f"{TABLE_PREFIX}{self.pid}_{_counter}"
             self.table = name
-        #: the device whose netdev ingress hook drops our segments (None: prerouting only)
-        self.ingress_device = interface if ingress and interface else None
-        #: nft families of the tables this guard holds (the element updates go to each ``ports`` set)
-        self.families: tuple[str, ...] = ("inet",)
-        if self.ingress_device is not None:
-            try:
-                _nft(netns, ["-f", "-"], self._ruleset() + self._ingress_ruleset())
-                self.families = ("inet", "netdev")
-            except FirewallError as exc:       # one transaction: nothing of it was applied
-                log.warning("RstGuard: no netdev ingress drop on %s (%s); using the prerouting rule only",
-                            self.ingress_device, str(exc).splitlines()[0])
-                self.ingress_device = None
-        if self.ingress_device is None:
-            _nft(netns, ["-f", "-"], self._ruleset())
+        _nft(netns, ["-f", "-"], self._ruleset())
         _guards.add(self)
         _install_hooks()
         if use_netlink:
@@ -288,19 +238,16 @@ class RstGuard:
                     self._sock.close()
                 self._sock = None
 
-    def _table_head(self, family: str) -> str:
-        """The opening of our table of ``family``: its comment and the ``ports`` set."""
-        return (f"table {family} {self.table} {{\n"
+    def _ruleset(self) -> str:
+        t = self.table
+        return (f"table inet {t} {{\n"
                 f"  comment \"aiotcpstack pid={self.pid}\"\n"
                 # flags dynamic: a hash set (O(1) element updates); without it the kernel picks the
                 # bitmap backend for a 16-bit key, whose element insert/remove walks a list of
                 # all elements (O(n): ~160 us per port at 10,000 ports instead of ~20 us)
                 f"  set ports {{ type inet_service; flags dynamic; "
-                f"comment \"local TCP ports owned by aiotcpstack pid {self.pid}\"; }}\n")
-
-    def _ruleset(self) -> str:
-        return (self._table_head("inet")
-                + f"  chain pre {{\n"
+                f"comment \"local TCP ports owned by aiotcpstack pid {self.pid}\"; }}\n"
+                f"  chain pre {{\n"
                 f"    type filter hook prerouting priority raw; policy accept;\n"
                 + ("" if self.covers_lo else "    iif \"lo\" accept\n")
                 + f"    tcp dport @ports fib daddr type local counter drop\n"
@@ -309,22 +256,6 @@ class RstGuard:
                 f"    type filter hook output priority raw; policy accept;\n"
                 + ("" if self.covers_lo else "    oif \"lo\" accept\n")
                 + f"    tcp sport @ports tcp flags & rst == rst counter drop\n"
-                f"  }}\n"
-                f"}}\n")
-
-    @property
-    def ingress(self) -> bool:
-        """Whether segments for our ports are dropped at the device's ingress hook (before ip_rcv)."""
-        return self.ingress_device is not None
-
-    def _ingress_ruleset(self) -> str:
-        # the same match as chain pre: fib works in the netdev family's ingress hook (not in inet's);
-        # priority -500: ahead of other ingress chains of the device, nothing of ours runs after it
-        dev = self.ingress_device
-        return (self._table_head("netdev")
-                + f"  chain ingress {{\n"
-                f"    type filter hook ingress device \"{dev}\" priority -500; policy accept;\n"
-                f"    tcp dport @ports fib daddr type local counter drop\n"
                 f"  }}\n"
                 f"}}\n")
 
@@ -337,9 +268,9 @@ class RstGuard:
         return mk() if self.netns is None else _ns.run_in_netns(self.netns, mk)
 
     def _netlink_elem(self, mtype: int, ports: list[int]) -> None:
-        """One batch (one kernel transaction: all or nothing) updating the ``ports`` set of each of
-        our tables; waits for the ACK of every message (the batch is refused whole if one fails)."""
         assert self._sock is not None
+        self._seq += 1
+        seq = self._seq
         elems = b"".join(
             _nla(NFTA_LIST_ELEM | NLA_F_NESTED,
                  _nla(NFTA_SET_ELEM_KEY | NLA_F_NESTED, _nla(NFTA_DATA_VALUE, struct.pack("!H", p))))
@@ -349,29 +280,21 @@ class RstGuard:
         if ports:
             payload += _nla(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, elems)
         flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE if mtype == NFT_MSG_NEWSETELEM else 0)
-        self._seq += 1
-        first = self._seq
-        msg = _nlmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, first, 0, NFNL_SUBSYS_NFTABLES, b"")
-        waiting = set()
-        for fam in self.families:
-            self._seq += 1
-            waiting.add(self._seq)
-            msg += _nlmsg((NFNL_SUBSYS_NFTABLES << 8) | mtype, flags, self._seq, _FAMILIES[fam], 0, payload)
-        msg += _nlmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, first, 0, NFNL_SUBSYS_NFTABLES, b"")
+        msg = (_nlmsg(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, b"")
+               + _nlmsg((NFNL_SUBSYS_NFTABLES << 8) | mtype, flags, seq, NFPROTO_INET, 0, payload)
+               + _nlmsg(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, b""))
         self._sock.send(msg)
-        failed = 0
-        while waiting:
+        while True:
             data = self._sock.recv(65536)
             off = 0
             while off + 16 <= len(data):
                 ln, t, _fl, rseq, _pid = struct.unpack_from("=IHHII", data, off)
-                if t == NLMSG_ERROR and rseq in waiting:
-                    waiting.discard(rseq)
+                if t == NLMSG_ERROR and rseq == seq:
                     err = struct.unpack_from("=i", data, off + 16)[0]
-                    failed = failed or err
+                    if err:
+                        raise OSError(-err, f"nftables set element update on {self.table}: {os.strerror(-err)}")
+                    return
                 off += (ln + 3) & ~3 or len(data)
-        if failed:
-            raise OSError(-failed, f"nftables set element update on {self.table}: {os.strerror(-failed)}")
 
     # ----------------------------------------------------------- public API
     def add_port(self, port: int) -> None:
@@ -431,13 +354,11 @@ class RstGuard:
 
     def _nft_elem(self, adding: bool, ports: "list[int]") -> None:
         verb = "add" if adding else "delete"
-        elems = "{ " + ", ".join(map(str, ports)) + " }"
-        _nft(self.netns, ["-f", "-"],
-             "".join(f"{verb} element {fam} {self.table} ports {elems}\n" for fam in self.families))
+        _nft(self.netns, [verb, "element", "inet", self.table, "ports", "{ " + ", ".join(map(str, ports)) + " }"])
 
-    def list_kernel_ports(self, family: str = "inet") -> set[int]:
+    def list_kernel_ports(self) -> set[int]:
         """The set's elements as the kernel has them (slow: runs nft; for tests and debugging)."""
-        out = _nft(self.netns, ["-j", "list", "set", family, self.table, "ports"])
+        out = _nft(self.netns, ["-j", "list", "set", "inet", self.table, "ports"])
         for item in json.loads(out)["nftables"]:
             if "set" in item:
                 elems = item["set"].get("elem", [])
@@ -445,16 +366,15 @@ class RstGuard:
         return set()
 
     def counters(self) -> dict[str, int]:
-        """Packets dropped so far: {'pre': n, 'out': n} (+ 'ingress': n with the ingress table)."""
+        """Packets dropped so far: {'pre': n, 'out': n}."""
+        out = _nft(self.netns, ["-j", "list", "table", "inet", self.table])
         res = {}
-        for fam in self.families:
-            out = _nft(self.netns, ["-j", "list", "table", fam, self.table])
-            for item in json.loads(out)["nftables"]:
-                r = item.get("rule")
-                if r:
-                    for e in r["expr"]:
-                        if "counter" in e:
-                            res[r["chain"]] = e["counter"]["packets"]
+        for item in json.loads(out)["nftables"]:
+            r = item.get("rule")
+            if r:
+                for e in r["expr"]:
+                    if "counter" in e:
+                        res[r["chain"]] = e["counter"]["packets"]
         return res
 
     def close(self) -> None:
@@ -470,12 +390,11 @@ class RstGuard:
         if os.getpid() != self.pid:      # forked child: the table belongs to the parent
             return
         try:
-            _nft(self.netns, ["-f", "-"], "".join(f"delete table {fam} {self.table}\n" for fam in self.families))
+            _nft(self.netns, ["delete", "table", "inet", self.table])
         except FirewallError:
             if self.netns is None or _ns.netns_exists(self.netns):
-                left = [f for f, n in _list_all_tables(self.netns) if n == self.table and f in self.families]
-                if left:       # e.g. the other table was already deleted by hand: delete what is left
-                    _nft(self.netns, ["-f", "-"], "".join(f"delete table {f} {self.table}\n" for f in left))
+                if self.table in list_tables(self.netns):
+                    raise
         except FileNotFoundError:      # namespace already gone (with all its tables)
             pass
 
@@ -486,5 +405,4 @@ class RstGuard:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<RstGuard {self.table} netns={self.netns!r} ingress={self.ingress_device!r} "
-                f"ports={sorted(self.ports)}>")
+        return f"<RstGuard {self.table} netns={self.netns!r} ports={sorted(self.ports)}>"

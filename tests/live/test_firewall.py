@@ -128,17 +128,10 @@ def test_two_guards_one_process(lab):
     assert ruleset(lab) == before
 
 
-def _guard_args(lab, ingress: bool) -> str:
-    """RstGuard arguments for a child: with ``ingress`` also the netdev ingress table on if_a."""
-    return f"{lab.ns_a!r}" + (f", interface={lab.if_a!r}" if ingress else "")
-
-
-@pytest.mark.parametrize("ingress", [False, True], ids=["inet", "inet+ingress"])
-def test_normal_exit_removes_table(lab, ingress):
+def test_normal_exit_removes_table(lab):
     before = ruleset(lab)
     p = child(lab, "from aiotcpstack.host.firewall import RstGuard\n"
-                   f"g = RstGuard({_guard_args(lab, ingress)}); assert g.ingress is {ingress}\n"
-                   "g.add_port(5555); print(g.table, flush=True)\n")
+                   f"g = RstGuard({lab.ns_a!r}); g.add_port(5555); print(g.table, flush=True)\n")
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     assert out.strip().startswith("aiotcpstack_")
@@ -151,15 +144,12 @@ def _started(p):
     return line
 
 
-@pytest.mark.parametrize("ingress", [False, True], ids=["inet", "inet+ingress"])
-def test_sigterm_removes_table_and_dies_by_signal(lab, ingress):
+def test_sigterm_removes_table_and_dies_by_signal(lab):
     before = ruleset(lab)
     p = child(lab, "import time\nfrom aiotcpstack.host.firewall import RstGuard\n"
-                   f"g = RstGuard({_guard_args(lab, ingress)}); g.add_port(5555); print(g.table, flush=True)\n"
-                   "time.sleep(60)\n")
+                   f"g = RstGuard({lab.ns_a!r}); g.add_port(5555); print(g.table, flush=True)\ntime.sleep(60)\n")
     table = _started(p)
     assert table in list_tables(lab.ns_a)
-    assert (table in list_tables(lab.ns_a, "netdev")) is ingress
     p.send_signal(signal.SIGTERM)
     p.wait(20)
     assert p.returncode == -signal.SIGTERM
@@ -181,20 +171,16 @@ def test_sigint_keeps_keyboardinterrupt_semantics(lab):
     assert ruleset(lab) == before                 # ... and removed at exit
 
 
-@pytest.mark.parametrize("ingress", [False, True], ids=["inet", "inet+ingress"])
-def test_sigkill_then_sweep(lab, ingress):
+def test_sigkill_then_sweep(lab):
     before = ruleset(lab)
     p = child(lab, "import time\nfrom aiotcpstack.host.firewall import RstGuard\n"
-                   f"g = RstGuard({_guard_args(lab, ingress)}); g.add_port(5555); print(g.table, flush=True)\n"
-                   "time.sleep(60)\n")
+                   f"g = RstGuard({lab.ns_a!r}); g.add_port(5555); print(g.table, flush=True)\ntime.sleep(60)\n")
     table = _started(p)
     p.kill()
     p.wait(10)
     assert table in list_tables(lab.ns_a)        # SIGKILL leaves it behind ...
-    assert (table in list_tables(lab.ns_a, "netdev")) is ingress
-    g = RstGuard(lab.ns_a)                       # ... the next start sweeps it (both families)
+    g = RstGuard(lab.ns_a)                       # ... the next start sweeps it
     assert table not in list_tables(lab.ns_a)
-    assert table not in list_tables(lab.ns_a, "netdev")
     g.close()
     assert ruleset(lab) == before
 
@@ -225,121 +211,6 @@ def test_guard_in_current_namespace_from_lab_process(lab):
                            "g = RstGuard(); g.add_port(7); print(sorted(g.list_kernel_ports())); g.close()\n"],
                 env=env)
     assert r.stdout.strip() == "[7]"
-    assert ruleset(lab) == before
-
-
-# ---------------------------------------------------------------- the netdev ingress drop (PERF_LOG step 24)
-
-def _ip_in_receives(lab, v6: bool) -> int:
-    """The kernel's count of IP datagrams handed to ip_rcv / ipv6_rcv in ns_a (RFC 4293 ipInReceives)."""
-    if v6:
-        for line in lab.run(lab.ns_a, ["cat", "/proc/net/snmp6"]).stdout.splitlines():
-            if line.split()[0] == "Ip6InReceives":
-                return int(line.split()[1])
-        raise AssertionError("no Ip6InReceives")
-    lines = [ln.split() for ln in lab.run(lab.ns_a, ["cat", "/proc/net/snmp"]).stdout.splitlines()
-             if ln.startswith("Ip:")]
-    return int(dict(zip(lines[0][1:], lines[1][1:]))["InReceives"])
-
-
-def _syns(lab, addr: str, port: int, n: int) -> None:
-    """``n`` SYNs from kernel clients in ns_b (non-blocking connects, closed before any retransmission)."""
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    socks = [socket_in_netns(lab.ns_b, fam, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in socks:
-            s.setblocking(False)
-            assert s.connect_ex((addr, port)) == errno.EINPROGRESS
-        time.sleep(0.3)
-    finally:
-        for s in socks:
-            s.close()
-
-
-@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_ingress_drop_happens_before_ip_rcv(lab, v6):
-    """With the stack's interface known, our segments are dropped at its netdev ingress hook: the
-    kernel's IP layer never counts them (IpInReceives stays), the prerouting chain never sees them,
-    no RST comes back.  Without the ingress table the same SYNs go through ip_rcv (the control)."""
-    addr = lab.addr6_a if v6 else lab.addr_a
-    before = ruleset(lab)
-    res = PortReservation(lab.ns_a)
-    port = res.reserve(addr, 0)
-    cap = RstCapture(lab, lab.ns_b, lab.if_b, lab.addr_a)
-    n = 20
-    try:
-        assert kernel_connect(lab, addr, port, 2) == "refused"     # neighbours resolved; the kernel's RST
-        time.sleep(0.1)
-        cap.rst_ports()
-        with RstGuard(lab.ns_a, interface=lab.if_a) as g:
-            assert g.ingress and g.families == ("inet", "netdev")
-            g.add_port(port)
-            ip_in = _ip_in_receives(lab, v6)
-            _syns(lab, addr, port, n)
-            grew = _ip_in_receives(lab, v6) - ip_in
-            drops = g.counters()
-            assert drops["ingress"] >= n and drops["pre"] == 0, drops
-            assert grew < n, f"{grew} datagrams reached ip_rcv for {n} dropped SYNs"
-            assert kernel_connect(lab, addr, port, 1.0) == "timeout"
-            if not v6:                               # (RstCapture parses IPv4 only)
-                assert port not in cap.rst_ports()
-        assert ruleset(lab) == before
-        with RstGuard(lab.ns_a, interface=lab.if_a, ingress=False) as g:     # control: prerouting only
-            assert not g.ingress and g.families == ("inet",)
-            g.add_port(port)
-            ip_in = _ip_in_receives(lab, v6)
-            _syns(lab, addr, port, n)
-            assert _ip_in_receives(lab, v6) - ip_in >= n
-            assert g.counters()["pre"] >= n
-    finally:
-        cap.close()
-        res.close()
-    assert ruleset(lab) == before
-
-
-@pytest.mark.parametrize("use_netlink", [True, False], ids=["netlink", "nft"])
-def test_ingress_set_follows_the_inet_set(lab, use_netlink):
-    """Every element update reaches both tables' sets (one transaction), by netlink and by nft."""
-    before = ruleset(lab)
-    g = RstGuard(lab.ns_a, use_netlink=use_netlink, interface=lab.if_a)
-    try:
-        assert (g._sock is not None) is use_netlink
-        g.add_port(1000)
-        g.add_ports(list(range(2000, 2032)))
-        g.remove_port(2005)
-        g.remove_ports([2000, 2001, 9999])
-        want = {1000} | set(range(2002, 2032)) - {2005}
-        assert g.ports == want
-        assert g.list_kernel_ports("inet") == want
-        assert g.list_kernel_ports("netdev") == want
-        assert g.table in list_tables(lab.ns_a, "netdev")
-    finally:
-        g.close()
-    assert g.table not in list_tables(lab.ns_a, "netdev") and g.table not in list_tables(lab.ns_a)
-    assert ruleset(lab) == before
-
-
-def test_ingress_unavailable_falls_back_to_prerouting(lab, monkeypatch, caplog):
-    """A kernel / nft that refuses the netdev table (simulated: a ruleset nft rejects): one log
-    line, the inet table alone, and the port is still kept from the kernel."""
-    before = ruleset(lab)
-    monkeypatch.setattr(RstGuard, "_ingress_ruleset", lambda self: "table netdev x { chain c { no such thing } }\n")
-    res = PortReservation(lab.ns_a)
-    port = res.reserve(lab.addr_a, 0)
-    try:
-        with caplog.at_level("WARNING", logger="aiotcpstack.host"):
-            g = RstGuard(lab.ns_a, interface=lab.if_a)
-        try:
-            assert not g.ingress and g.families == ("inet",)
-            assert [r for r in caplog.records if "no netdev ingress drop" in r.getMessage()]
-            assert g.table in list_tables(lab.ns_a) and not list_tables(lab.ns_a, "netdev")
-            g.add_port(port)
-            assert kernel_connect(lab, lab.addr_a, port, 1.0) == "timeout"
-            assert g.counters()["pre"] >= 1 and "ingress" not in g.counters()
-        finally:
-            g.close()
-    finally:
-        res.close()
     assert ruleset(lab) == before
 
 

@@ -425,8 +425,7 @@ async def test_two_shared_stacks_on_one_interface(lab) -> None:
     try:
         async with Stack(lab.if_a, netns=lab.ns_a) as s1, Stack(lab.if_a, netns=lab.ns_a) as s2:
             mine = [t for t in nft_tables(lab, lab.ns_a) if t.startswith(f"aiotcpstack_{os.getpid()}")]
-            # one guard each: its inet table and the netdev table of its ingress drop (same name)
-            assert len(set(mine)) == 2 and len(mine) == 4, mine
+            assert len(mine) == 2, mine                     # one guard table each
             srv1 = await s1.start_server(echo_cb, None, 0)
             srv2 = await s2.start_server(echo_cb, None, 0)
             p1 = srv1.sockets[0].getsockname()[1]
