@@ -28,6 +28,13 @@ the stack does not see lo traffic, so local kernel clients keep getting the kern
 unless the stack's interface IS lo (``RstGuard(interface="lo")``): then lo is covered like any other
 interface, since kernel sockets in the namespace are the peers the stack talks to over lo.
 
+Why not earlier, at the device's netdev ingress hook (also after the AF_PACKET taps, before ``ip_rcv``):
+measured in PERF_LOG step 24 (a netdev table beside this one, sets kept equal in one transaction; the
+inet family's ingress hook refuses ``fib``).  It saves only ``ip_rcv`` itself (~0.2 us a frame, ~13 % of
+the receive softirq of a dropped frame); the rule's evaluation and the drop (~55 %, ~1.7 us a frame in
+a round trip) move with it, and the netdev family validates the IP header again.  Round trips and bulk
+receive (offloads on and off) did not change; not worth a second table per guard.
+
 Cost of ``add_port``: one NFT_MSG_NEWSETELEM inside a BATCH_BEGIN/END sent on a NETLINK_NETFILTER socket
 that was opened in the stack's namespace at construction, waiting for the kernel's ACK (so the element is
 active when add_port returns).  Measured ~20-40 us (see tests/live/test_firewall.py::test_add_port_cost),
