@@ -23,7 +23,7 @@ KNOWN = (
     "EmbryonicRsts", "TCPACKSkippedSynRecv",
     # Ip:/Icmp: (ours are counted too)
     "IpInReceives", "IpInHdrErrors", "IpInAddrErrors", "IpInDelivers", "IpOutRequests",
-    "IpReasmFails", "IpInUnknownProtos", "IcmpInMsgs", "IcmpOutMsgs", "IcmpInErrors",
+    "IpReasmReqds", "IpReasmOKs", "IpReasmFails", "IpReasmTimeout", "IpInUnknownProtos", "IcmpInMsgs", "IcmpOutMsgs", "IcmpInErrors",
     "IcmpInEchos", "IcmpOutEchoReps", "IcmpInDestUnreachs", "ArpInRequests", "ArpInReplies",
     "ArpOutRequests", "ArpOutReplies", "LinkInFrames", "LinkInDrops",
 )

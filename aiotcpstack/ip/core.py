@@ -42,13 +42,14 @@ from ..wire.checksum import FOLD2_BITS, FOLD2_MASK, FOLD3_BITS, FOLD3_MASK, FOLD
 from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
-from ..wire.ipv6 import build_ipv6_header
+from ..wire.ipv6 import IPV6_HLEN, build_ipv6_header
 from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, ANY4, ANY6, DemuxTable
 from .gro import MAX_RUNS, RAW, RAW_LEN, GroHold, continues, in_order, raw_key
 from ..tcp.listener import Listener
 from ..tcp.state import ESTABLISHED as _ESTABLISHED
 from ..tcp.connection import CA_OPEN as _CA_OPEN
+from .reassembly import Reassembler
 from .neighbour import REACHABLE, NeighbourEntry, NeighbourTable
 from .routing import RoutingTable
 
@@ -75,6 +76,7 @@ _SYN_PACK = struct.Struct("!HHIIHHHHHHIIII").pack
 _ETH_IP4_TCP_TS_PACK = struct.Struct("!14sBBHHHBBH4s4sHHIIHHHHIII").pack
 _ETH_IP6_TCP_TS_PACK = struct.Struct("!14sIHBB16s16sHHIIHHHHIII").pack
 _IP4_PACK = _IP4.pack
+_FRAG6 = struct.Struct("!BBHI").unpack_from            # IPv6 Fragment header (RFC 8200 4.5)
 _IP6_PACK = struct.Struct("!IHBB16s16s").pack          # version/TC/flow, length, next, hops, addresses
 _W2 = struct.Struct("!HH").unpack                       # an IPv4 address as two 16-bit words
 #: (lip, rip) -> Route's header-sum constants (pure functions of the pair): the pseudo-header sum
@@ -462,6 +464,8 @@ class NetworkCore:
         # (PMTUD/ICMP issue) per-destination path MTU learned from ICMP (ip/pmtu.py)
         from .pmtu import PmtuCache
         self.pmtu = PmtuCache(mtu)
+        #: fragment queues, both families (RFC 1122 3.3.2: a host MUST reassemble)
+        self.reasm = Reassembler(self.counters)
         self.parse_tcp, self.build_tcp, self.verify_tcp_checksum, self.encode_options = _tcp_api()
 
     # ------------------------------------------------------------------------------------------
@@ -656,8 +660,10 @@ class NetworkCore:
                             counters["IpInAddrErrors"] += 1
                         return
                     counters["IpInReceives"] += 1
-                    if frag & 0x3FFF:               # MF or a fragment offset
-                        counters["IpReasmFails"] += 1
+                    if frag & 0x3FFF:               # MF or a fragment offset: reassembly
+                        if self._gro is not None:
+                            self._gro_flush(now)
+                        self._rx_ipv4(mv[14:], trusted, src, now, True)
                         return
                     if proto == IPPROTO_TCP:
                         rx_tcp(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
@@ -856,7 +862,15 @@ class NetworkCore:
         if not counted:
             counters["IpInReceives"] += 1
         if ip.mf or ip.frag_offset:
-            counters["IpReasmFails"] += 1
+            # RFC 1122 3.3.2 / RFC 791 3.2: queue it (ip/reassembly.py); the complete datagram
+            # comes back through here with a header of our own -- its TCP / ICMP checksum verified
+            # in full (a frame's trusted checksum vouches for no datagram beyond the frame)
+            done = self.reasm.add_v4(ip.src, ip.dst, ip.ident, ip.proto, ip.frag_offset << 3, ip.mf, payload,
+                                     (ip.ttl, ip.tos), now)
+            if done is not None:
+                (ttl, tos), data = done
+                self._rx_ipv4(memoryview(build_ipv4_header(ip.src, ip.dst, ip.proto, len(data), ttl, ip.ident,
+                                                           df=False, tos=tos) + data), False, src_mac, now, True)
             return
         proto = ip.proto
         if proto == IPPROTO_TCP:
@@ -868,16 +882,21 @@ class NetworkCore:
             rx_icmpv4_error(self, ip.src, payload, now)
         elif proto == IPPROTO_ICMP and self.dedicated:
             counters["IpInDelivers"] += 1
-            from .icmp_echo import echo_reply_v4
+            from .icmp_echo import echo_reply_v4, fragment_ipv4
             reply = echo_reply_v4(payload, counters)
             if reply is not None:
-                self._send_l3_direct(src_mac, ETH_P_IP,
-                                     build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply), self.default_ttl,
-                                                       ident=self._next_ident(), df=False) + reply)
+                if 20 + len(reply) <= self.mtu:
+                    self._send_l3_direct(src_mac, ETH_P_IP,
+                                         build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply), self.default_ttl,
+                                                           ident=self._next_ident(), df=False) + reply)
+                else:       # the reply to a large (fragmented) request: in fragments, as Linux
+                    for l3 in fragment_ipv4(ip.dst, ip.src, IPPROTO_ICMP, reply, self.mtu, self._next_ident(),
+                                            self.default_ttl):
+                        self._send_l3_direct(src_mac, ETH_P_IP, l3)
         elif self.dedicated:
             counters["IpInUnknownProtos"] += 1
 
-    def _rx_ipv6(self, buf: memoryview, trusted: bool, src_mac: bytes, now: float) -> None:
+    def _rx_ipv6(self, buf: memoryview, trusted: bool, src_mac: bytes, now: float, reassembled: bool = False) -> None:
         from ..wire.ipv6 import parse_ipv6
         counters = self.counters
         try:
@@ -892,8 +911,10 @@ class NetworkCore:
                 self._rx_icmpv6(ip, payload, src_mac, now)      # NDP to a multicast group
             return
         if ip.fragment:
-            counters["IpReasmFails"] += 1
-            counters["Ip6ReasmFails"] += 1      # (PMTUD/ICMP issue) the v6 MIB name too
+            if not reassembled:
+                self._rx_ipv6_fragment(ip, buf, payload, src_mac, now)
+            else:
+                counters["Ip6ReasmFails"] += 1      # a Fragment header inside a reassembled one
             return
         if nh == IPPROTO_TCP:
             self._rx_tcp(ip.src, dst, payload, trusted, now)
@@ -902,6 +923,22 @@ class NetworkCore:
         else:
             # (robustness issue: every drop is counted) Linux: Ip6InUnknownProtos
             counters["Ip6InUnknownProtos"] += 1
+
+    def _rx_ipv6_fragment(self, ip: Any, buf: memoryview, payload: memoryview, src_mac: bytes, now: float) -> None:
+        """RFC 8200 4.5: queue an IPv6 fragment (ip/reassembly.py).  ``parse_ipv6`` stopped right
+        after the Fragment header, so it is the 8 bytes before ``payload``; the complete datagram
+        (or an atomic fragment, RFC 6946) goes through :meth:`_rx_ipv6` again behind an IPv6
+        header of our own, where the extension headers of the fragmentable part are walked and
+        the upper layer's checksum is verified in full.  A Fragment header in there is dropped
+        (no nesting: bounded recursion)."""
+        off = IPV6_HLEN + ip.payload_length - len(payload)
+        _nh, _res, offm, ident = _FRAG6(buf, off - 8)
+        done = self.reasm.add_v6(ip.src, ip.dst, ident, offm & 0xFFF8, bool(offm & 1), ip.next_header,
+                                 payload, (ip.hop_limit, ip.traffic_class, ip.flow_label), now)
+        if done is not None:
+            (hlim, tc, flow), nh, data = done      # (data <= 65535 bytes: reassembly checks)
+            self._rx_ipv6(memoryview(build_ipv6_header(ip.src, ip.dst, nh, len(data), hlim, tc, flow) + data),
+                          False, src_mac, now, True)
 
     def _rx_icmpv6(self, ip: Any, payload: memoryview, src_mac: bytes, now: float) -> None:
         """NDP (RFC 4861: answer NS for our addresses in dedicated mode, learn from NS/NA) and
@@ -951,12 +988,17 @@ class NetworkCore:
                 rx_icmpv6_error(self, msg, now)
             return
         if self.dedicated and ip.dst in self.local_v6:
-            from .icmp_echo import echo_reply_v6
+            from .icmp_echo import echo_reply_v6, fragment_ipv6
             reply = echo_reply_v6(payload, ip.src, ip.dst, counters)
             if reply is not None:
-                self._send_l3_direct(src_mac, ETH_P_IPV6,
-                                     build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply),
-                                                       self.default_hop_limit) + reply)
+                if 40 + len(reply) <= self.mtu:
+                    self._send_l3_direct(src_mac, ETH_P_IPV6,
+                                         build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply),
+                                                           self.default_hop_limit) + reply)
+                else:       # in fragments (RFC 8200 4.5), an unpredictable identification (RFC 7739)
+                    for l3 in fragment_ipv6(ip.dst, ip.src, IPPROTO_ICMPV6, reply, self.mtu,
+                                            _from_bytes(os.urandom(4), "big"), self.default_hop_limit):
+                        self._send_l3_direct(src_mac, ETH_P_IPV6, l3)
 
     def _gro_reorder(self, g: GroHold, seq: int, payload: Any, flags: int, tsval: int) -> bool:
         """A data segment of the held flow (same ACK, window, TSecr, flags ACK[|PSH]) that does

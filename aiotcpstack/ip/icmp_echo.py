@@ -2,13 +2,19 @@
 carries the request's identifier, sequence number and data unchanged)."""
 from __future__ import annotations
 
+import struct
+
 from ..wire import icmp as _icmp
+from ..wire.checksum import internet_checksum
 from ..wire.errors import ParseError
+from ..wire.ipv6 import build_ipv6_header
 
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 ICMPV6_ECHO_REQUEST = 128
 ICMPV6_ECHO_REPLY = 129
+_IP4_HDR = struct.Struct("!BBHHHBBH4s4s")
+_FRAG6_HDR = struct.Struct("!BBHI")          # next header, reserved, offset/M, identification
 
 
 def echo_reply_v4(buf, counters: dict[str, int]) -> bytes | None:
@@ -41,3 +47,36 @@ def echo_reply_v6(buf, src: bytes, dst: bytes, counters: dict[str, int]) -> byte
         counters["Icmp6OutMsgs"] += 1
         return _icmp.build_icmpv6(dst, src, ICMPV6_ECHO_REPLY, 0, msg.rest, msg.body)
     return None
+
+
+def fragment_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, mtu: int, ident: int, ttl: int) -> list[bytes]:
+    """``payload`` as IPv4 fragments of at most ``mtu`` bytes (RFC 791 3.2 / 2.3 "Fragmentation"):
+    every fragment but the last carries a multiple of 8 bytes and MF; DF is clear.  For an echo
+    reply larger than the MTU, as Linux's ``ip_fragment`` sends one (``ping -s 3000`` works);
+    TCP never needs it (DF, PMTUD)."""
+    step = (mtu - 20) & ~7
+    out = []
+    n = len(payload)
+    for off in range(0, n, step):
+        part = payload[off:off + step]
+        more = off + step < n
+        hdr = bytearray(_IP4_HDR.pack(0x45, 0, 20 + len(part), ident & 0xFFFF, (0x2000 if more else 0) | (off >> 3),
+                                      ttl, proto, 0, src, dst))
+        hdr[10:12] = internet_checksum(hdr).to_bytes(2, "big")
+        out.append(bytes(hdr) + part)
+    return out
+
+
+def fragment_ipv6(src: bytes, dst: bytes, next_header: int, payload: bytes, mtu: int, ident: int,
+                  hop_limit: int) -> list[bytes]:
+    """``payload`` (the fragmentable part) as IPv6 fragments of at most ``mtu`` bytes, each with a
+    Fragment header (RFC 8200 4.5: a source may fragment; multiples of 8 but the last)."""
+    step = (mtu - 48) & ~7
+    out = []
+    n = len(payload)
+    for off in range(0, n, step):
+        part = payload[off:off + step]
+        more = off + step < n
+        frag = _FRAG6_HDR.pack(next_header, 0, off | (1 if more else 0), ident & 0xFFFFFFFF)
+        out.append(build_ipv6_header(src, dst, 44, 8 + len(part), hop_limit) + frag + part)
+    return out

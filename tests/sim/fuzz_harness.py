@@ -55,7 +55,7 @@ PORT = 5000
 #: counters of which (at least) one moves for every frame that is not silently ignored by design:
 #: drops (link, IP header, address, reassembly, checksum, TCP header, ICMP) and accepts (a TCP
 #: segment demuxed to a connection / listener / answered with RST, ICMP delivered, ARP processed)
-TERMINAL = ("LinkInDrops", "IpInHdrErrors", "IpInAddrErrors", "IpReasmFails", "InErrs", "InCsumErrors",
+TERMINAL = ("LinkInDrops", "IpInHdrErrors", "IpInAddrErrors", "IpReasmReqds", "Ip6ReasmReqds", "IpReasmFails", "InErrs", "InCsumErrors",
             "InSegs", "IpInDelivers", "IpInUnknownProtos", "ArpInRequests", "ArpInReplies",
             "Ip6InHdrErrors", "Ip6InUnknownProtos", "Icmp6InErrors", "IcmpInErrors", "IcmpInMsgs", "Icmp6InMsgs",
             "IcmpInDestUnreachs", "IcmpInEchos")

@@ -393,21 +393,91 @@ def test_ipv4_options_are_skipped_on_receive():
     assert bytes(h.data) == b"hello"
 
 
-def test_fragments_are_dropped_and_counted():
+def frag_frames(ip_pkt, size=None):
+    """scapy fragments of an IPv4 / IPv6 packet (our wire builders' bytes), as Ethernet frames."""
+    from scapy.layers.inet import IP, fragment
+    from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
+    if ip_pkt[0] >> 4 == 4:
+        frags, et = fragment(IP(ip_pkt), fragsize=size or 64), ETH_P_IP
+    else:
+        p = IPv6(ip_pkt)
+        whole = IPv6(src=p.src, dst=p.dst, hlim=p.hlim) / IPv6ExtHdrFragment(nh=p.nh, id=77) / bytes(p.payload)
+        frags, et = fragment6(whole, size or 1280), ETH_P_IPV6
+    return [build_ethernet(MY_MAC, PEER_MAC, et) + bytes(f) for f in frags]
+
+
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("batch", [False, True])
+def test_fragmented_segment_reaches_the_connection(v6, batch):
+    """RFC 1122 3.3.2: a TCP segment in fragments (delivered out of order, one by one -- the lone
+    frame path -- or in one batch with a whole segment of the same flow before it) reaches the
+    connection once complete, in sequence with the rest of the stream."""
     env = Env()
-    conn, h = env.establish()
-    hdr = TcpHeader(80, conn.lport, conn.rcv_nxt, conn.snd_nxt, ACK, 65535)
-    seg = build_tcp(hdr, b"frag", PEER_IP, MY_IP)
-    iph = bytearray(build_ipv4_header(PEER_IP, MY_IP, 6, len(seg), df=False))
-    iph[6] |= 0x20                                 # MF
-    iph[10:12] = b"\0\0"
-    iph[10:12] = struct.pack("!H", internet_checksum(bytes(iph)))
-    env.rx(build_ethernet(MY_MAC, PEER_MAC, ETH_P_IP) + bytes(iph) + seg)
-    assert env.counters["IpReasmFails"] == 1 and bytes(h.data) == b""
-    # IPv6: a fragment header
-    frag = bytes([6, 0, 0, 0, 0, 0, 0, 1])          # next header TCP, offset 0, M=0... id 1
-    frag = bytes([6, 0, 0, 1, 0, 0, 0, 1])          # M flag set
-    seg6 = build_tcp(hdr, b"frag", PEER_IP6, MY_IP6)
-    ip6 = build_ipv6_header(PEER_IP6, MY_IP6, 44, len(frag) + len(seg6))
-    env.rx(build_ethernet(MY_MAC, PEER_MAC, ETH_P_IPV6) + ip6 + frag + seg6)
-    assert env.counters["Ip6ReasmFails"] == 1
+    conn, h = env.establish(v6)
+    lip, rip = (MY_IP6, PEER_IP6) if v6 else (MY_IP, PEER_IP)
+    first = tcp_frame(TcpHeader(80, conn.lport, conn.rcv_nxt, conn.snd_nxt, ACK, 65535), b"head/",
+                      src=rip, dst=lip)
+    body = bytes(range(256)) * 12
+    hdr = TcpHeader(80, conn.lport, conn.rcv_nxt + 5, conn.snd_nxt, ACK, 65535)
+    frames = frag_frames(l3(tcp_frame(hdr, body, src=rip, dst=lip)), None if v6 else 1024)
+    assert len(frames) >= 3
+    frames = frames[1:] + frames[:1]                  # the first fragment last
+    if batch:
+        env.core.receive([(first, False)] + [(f, False) for f in frames], env.now)
+    else:
+        env.rx(first)
+        for f in frames:
+            env.rx(f)
+    assert bytes(h.data) == b"head/" + body
+    p = "Ip6" if v6 else "Ip"
+    assert env.counters[p + "ReasmOKs"] == 1 and env.counters[p + "ReasmReqds"] == len(frames)
+    assert env.counters[p + "ReasmFails"] == 0 and env.core.reasm.queues == {}
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_reassembled_segment_checksum_is_verified_even_when_frames_are_trusted(v6):
+    """A frame's trusted checksum (vnet DATA_VALID) says nothing about the datagram the fragments
+    make: the TCP checksum of a reassembled segment is always verified."""
+    env = Env()
+    conn, h = env.establish(v6)
+    lip, rip = (MY_IP6, PEER_IP6) if v6 else (MY_IP, PEER_IP)
+    seg = bytearray(l3(tcp_frame(TcpHeader(80, conn.lport, conn.rcv_nxt, conn.snd_nxt, ACK, 65535),
+                                 b"x" * 3000, src=rip, dst=lip)))
+    seg[-1] ^= 0xFF                                   # corrupt the data, not the IP header
+    env.core.receive([(f, True) for f in frag_frames(bytes(seg), None if v6 else 1024)], env.now)
+    assert bytes(h.data) == b"" and env.counters["InCsumErrors"] == 1
+
+
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("size", [1200, 3000])
+def test_fragmented_echo_request_is_answered(v6, size):
+    """A fragmented echo request is reassembled and answered; a reply larger than the MTU goes
+    out in fragments (as Linux's, so ``ping -s 3000`` works), reassembled here by scapy."""
+    from scapy.layers.inet import IP, defragment
+    from scapy.layers.inet6 import IPv6, defragment6
+    env = Env()
+    lip, rip = (MY_IP6, PEER_IP6) if v6 else (MY_IP, PEER_IP)
+    data = bytes(range(200)) * (size // 200)
+    if v6:
+        req = wicmp.build_icmpv6(rip, lip, 128, 0, struct.pack("!HH", 9, 1), data)
+        pkt = build_ipv6_header(rip, lip, 58, len(req)) + req
+    else:
+        req = wicmp.build_icmpv4(8, 0, struct.pack("!HH", 9, 1), data)
+        pkt = build_ipv4_header(rip, lip, 1, len(req), df=False) + req
+    frames = frag_frames(pkt, 600 if v6 else 512)
+    assert len(frames) >= 2
+    for f in frames:
+        env.rx(f)
+    replies = env.take()
+    assert all(len(r) <= 14 + 1500 for r in replies)
+    assert len(replies) == (1 if size < 1400 else 3)
+    if len(replies) == 1:
+        l3p = l3(replies[0])
+    elif v6:
+        l3p = bytes(defragment6([IPv6(l3(r)) for r in replies]))
+    else:
+        (whole,) = defragment([IP(l3(r)) for r in replies])
+        l3p = bytes(whole)
+    ip, body = (parse_ipv6 if v6 else parse_ipv4)(l3p)
+    msg = wicmp.parse_icmpv6(body, lip, rip) if v6 else wicmp.parse_icmpv4(body)
+    assert msg.type == (129 if v6 else 0) and bytes(msg.body) == data
