@@ -869,8 +869,14 @@ class NetworkCore:
                                      (ip.ttl, ip.tos), now)
             if done is not None:
                 (ttl, tos), data = done
-                self._rx_ipv4(memoryview(build_ipv4_header(ip.src, ip.dst, ip.proto, len(data), ttl, ip.ident,
-                                                           df=False, tos=tos) + data), False, src_mac, now, True)
+                # (never the start of a GRO run: _rx_frames would take the frame -- a fragment -- as
+                # the run's first segment and read its bytes as a TCP header)
+                gro, self._gro_batch = self._gro_batch, False
+                try:
+                    self._rx_ipv4(memoryview(build_ipv4_header(ip.src, ip.dst, ip.proto, len(data), ttl, ip.ident,
+                                                               df=False, tos=tos) + data), False, src_mac, now, True)
+                finally:
+                    self._gro_batch = gro
             return
         proto = ip.proto
         if proto == IPPROTO_TCP:
@@ -937,8 +943,12 @@ class NetworkCore:
                                  payload, (ip.hop_limit, ip.traffic_class, ip.flow_label), now)
         if done is not None:
             (hlim, tc, flow), nh, data = done      # (data <= 65535 bytes: reassembly checks)
-            self._rx_ipv6(memoryview(build_ipv6_header(ip.src, ip.dst, nh, len(data), hlim, tc, flow) + data),
-                          False, src_mac, now, True)
+            gro, self._gro_batch = self._gro_batch, False       # (as in _rx_ipv4)
+            try:
+                self._rx_ipv6(memoryview(build_ipv6_header(ip.src, ip.dst, nh, len(data), hlim, tc, flow) + data),
+                              False, src_mac, now, True)
+            finally:
+                self._gro_batch = gro
 
     def _rx_icmpv6(self, ip: Any, payload: memoryview, src_mac: bytes, now: float) -> None:
         """NDP (RFC 4861: answer NS for our addresses in dedicated mode, learn from NS/NA) and

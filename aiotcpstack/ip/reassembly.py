@@ -14,7 +14,8 @@ overlapping-fragment attack on the TCP header.
 
 Timeout (``ipfrag_time``: 30 s for IPv4, 60 s for IPv6, from the queue's first fragment, never
 refreshed) is checked on receive: every call first expires the queues past their deadline, oldest
-first (the table is in creation order, so this looks at one entry when nothing is due).  Why not
+first (one table per family, each in creation order and so in deadline order: this looks at one
+entry a family when nothing is due).  Why not
 the timer wheel: the only moment the table can grow is a fragment's arrival, and the memory held
 is bounded by the limits below anyway, so a stale queue costs at most its bytes until the next
 fragment; no timer is armed or cancelled per datagram, and a stack that never sees a fragment pays
@@ -62,9 +63,10 @@ _UPPER_MIN = {6: 20, 17: 8, 58: 8}
 class _Queue:
     """One datagram being reassembled (Linux ``struct inet_frag_queue``)."""
 
-    __slots__ = ("deadline", "starts", "frags", "held", "length", "last_in", "meta", "mem", "v6")
+    __slots__ = ("created", "deadline", "starts", "frags", "held", "length", "last_in", "meta", "mem", "v6")
 
-    def __init__(self, deadline: float, v6: bool) -> None:
+    def __init__(self, created: float, deadline: float, v6: bool) -> None:
+        self.created = created
         self.deadline = deadline
         self.starts: list[int] = []            # fragment offsets, sorted (for bisect)
         self.frags: list[tuple[int, int, bytes]] = []   # (start, end, data), disjoint, sorted
@@ -90,8 +92,15 @@ class Reassembler:
         self.max_queues = max_queues
         self.timeout4 = timeout4
         self.timeout6 = timeout6
-        self.queues: dict[tuple, _Queue] = {}    # insertion (= creation) order: oldest first
+        #: one table per family, each in creation (= deadline) order: oldest first
+        self.q4: dict[tuple, _Queue] = {}
+        self.q6: dict[tuple, _Queue] = {}
         self.mem = 0
+
+    @property
+    def queues(self) -> dict[tuple, _Queue]:
+        """Every queue, IPv4 then IPv6 (a new dict: for inspection and tests)."""
+        return {**self.q4, **self.q6}
 
     # -- public ------------------------------------------------------------------------------
     def add_v4(self, src: bytes, dst: bytes, ident: int, proto: int, offset: int, more: bool,
@@ -146,40 +155,26 @@ class Reassembler:
 
     def expire(self, now: float) -> None:
         """Discard the queues whose timeout has passed (``ip_expire`` / ``ip6_frag_expire``),
-        oldest first; the table is in creation order and deadlines are fixed at creation per
-        family, so the walk stops at the first queue of each family that is still in time."""
-        queues = self.queues
-        if not queues:
-            return
+        oldest first; a family's table is in creation order and its timeout is fixed, so the walk
+        stops at the first queue still in time."""
         c = self.counters
-        live4 = live6 = False
-        for key in list(queues):
-            q = queues[key]
-            if q.v6:
-                if live6:
-                    continue
-            elif live4:
-                continue
-            if q.deadline > now:
-                if q.v6:
-                    live6 = True
-                else:
-                    live4 = True
-                if live4 and live6:
+        for queues, p in ((self.q4, "Ip"), (self.q6, "Ip6")):
+            while queues:
+                key = next(iter(queues))
+                q = queues[key]
+                if q.deadline > now:
                     break
-                continue
-            del queues[key]
-            self.mem -= q.mem
-            p = "Ip6" if q.v6 else "Ip"
-            c[p + "ReasmTimeout"] += 1
-            c[p + "ReasmFails"] += 1
+                del queues[key]
+                self.mem -= q.mem
+                c[p + "ReasmTimeout"] += 1
+                c[p + "ReasmFails"] += 1
 
     # -- the queue ----------------------------------------------------------------------------
     def _add(self, key: tuple, p: str, v6: bool, offset: int, end: int, more: bool, data: Any, meta: Any,
              now: float, maxlen: int, timeout: float) -> tuple[Any, bytes] | None:
         c = self.counters
         self.expire(now)
-        queues = self.queues
+        queues = self.q6 if v6 else self.q4
         q = queues.get(key)
         if end > maxlen or end == offset:
             # too long for any datagram, or empty: the whole datagram is bad (Linux: oversize /
@@ -196,9 +191,9 @@ class Reassembler:
             self._fail_key(key, p)
             return None
         if q is None:
-            if len(queues) >= self.max_queues:
+            if len(self.q4) + len(self.q6) >= self.max_queues:
                 self._evict_oldest()
-            q = queues[key] = _Queue(now + timeout, v6)
+            q = queues[key] = _Queue(now, now + timeout, v6)
         # Linux inet_frag_queue_insert: a fragment inside one already held is a duplicate (dropped,
         # queue kept); any other overlap discards the datagram (RFC 5722)
         starts = q.starts
@@ -213,7 +208,7 @@ class Reassembler:
         if i < len(frags) and frags[i][0] < end:
             return self._overlap(key, p)
         cost = len(data) + FRAG_OVERHEAD
-        while self.mem + cost > self.high_thresh and len(queues) > 1:
+        while self.mem + cost > self.high_thresh:
             if not self._evict_oldest(keep=key):
                 break
         if self.mem + cost > self.high_thresh:
@@ -246,20 +241,28 @@ class Reassembler:
 
     def _fail_key(self, key: tuple, p: str) -> None:
         """Discard ``key``'s datagram (if queued) and count one failure."""
-        q = self.queues.pop(key, None)
+        q = (self.q6 if p == "Ip6" else self.q4).pop(key, None)
         if q is not None:
             self.mem -= q.mem
         self.counters[p + "ReasmFails"] += 1
 
     def _evict_oldest(self, keep: tuple | None = None) -> bool:
-        """Discard the oldest queue other than ``keep``; False when there is none."""
-        for key in self.queues:
-            if key != keep:
-                q = self.queues.pop(key)
-                self.mem -= q.mem
-                self.counters[("Ip6" if q.v6 else "Ip") + "ReasmFails"] += 1
-                return True
-        return False
+        """Discard the oldest queue (created first, either family) other than ``keep``; False when
+        there is none."""
+        best: tuple | None = None
+        for queues in (self.q4, self.q6):
+            for key, q in queues.items():          # (the head, or the one after ``keep``)
+                if key != keep:
+                    if best is None or q.created < best[2].created:
+                        best = (queues, key, q)
+                    break
+        if best is None:
+            return False
+        queues, key, q = best
+        del queues[key]
+        self.mem -= q.mem
+        self.counters[("Ip6" if q.v6 else "Ip") + "ReasmFails"] += 1
+        return True
 
 
 def _upper_truncated(nh: int, data: Any) -> bool:

@@ -3,9 +3,9 @@
 Parsing is strict about lengths (version, IHL, total length) because everything above trusts the
 payload length it is handed.  IP options are not interpreted (RFC 791 3.1 "Options"): they are
 returned raw and skipped, which is what a host that neither routes nor records does.  Fragments
-are *reported* (``mf`` / ``frag_offset``, property ``is_fragment``) rather than rejected, so the
-caller can count them (``IpReasmFails``) before dropping: this stack does no reassembly and always
-sends with DF (RFC 1191 path MTU discovery).
+are *reported* (``mf`` / ``frag_offset``, property ``is_fragment``) rather than rejected: the
+caller reassembles them (``ip/reassembly.py``).  TCP always sends with DF (RFC 1191 path MTU
+discovery).
 
 Per-packet cost (``timeit`` best-of, CPython 3.11.7): ``parse_ipv4`` ~1.7 us with the header
 checksum verified, ~1.1 us without; ``build_ipv4_header`` ~0.7 us.
@@ -59,7 +59,7 @@ class IPv4Header(NamedTuple):
 
     @property
     def is_fragment(self) -> bool:
-        """True for any fragment (first, middle or last): the caller drops and counts it."""
+        """True for any fragment (first, middle or last): the caller reassembles it."""
         return self.mf or self.frag_offset != 0
 
 

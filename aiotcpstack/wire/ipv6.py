@@ -2,8 +2,9 @@
 
 The parser walks the extension-header chain (RFC 8200 4.1) so ``next_header`` is the upper-layer
 protocol: Hop-by-Hop Options (0), Routing (43) and Destination Options (60) are skipped by their
-Hdr Ext Len; a Fragment header (44) sets ``fragment=True`` (the caller drops and counts it — no
-reassembly).  Payload is trimmed to ``payload_length`` (Ethernet padding dropped).
+Hdr Ext Len; a Fragment header (44) sets ``fragment=True`` and ends the walk: the payload starts
+right after it (the caller reads the 8 bytes before the payload and reassembles,
+``ip/reassembly.py``).  Payload is trimmed to ``payload_length`` (Ethernet padding dropped).
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def parse_ipv6(buf: Buffer) -> tuple[IPv6Header, memoryview]:
                 if off + 8 > end:
                     raise ParseError("IPv6 fragment header truncated")
                 # RFC 8200 4.5: fixed 8 bytes.  Stop here: past a non-first fragment there is no
-                # header to walk, and the caller drops every fragment anyway.
+                # header to walk; the caller walks the rest once the datagram is reassembled.
                 fragment = True
                 nh = mv[off]
                 off += 8

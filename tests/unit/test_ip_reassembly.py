@@ -300,3 +300,16 @@ def test_views_are_copied():
         feed4(r, memoryview(b))
         b[:] = bytes(len(b))                  # the link reuses its buffer
     assert feed4(r, memoryview(bufs[-1]))[1] == want
+
+
+def test_eviction_takes_the_oldest_of_either_family():
+    c = Counters()
+    r = Reassembler(c, max_queues=3)
+    feed4(r, frags4(ident=1)[1][0], 0.0)
+    feed6(r, frags6(ident=2)[1][0], 1.0)
+    feed4(r, frags4(ident=3)[1][0], 2.0)
+    feed6(r, frags6(ident=4)[1][0], 3.0)            # evicts the v4 queue of t=0
+    assert c["IpReasmFails"] == 1 and c["Ip6ReasmFails"] == 0
+    feed4(r, frags4(ident=5)[1][0], 4.0)            # evicts the v6 queue of t=1
+    assert c["Ip6ReasmFails"] == 1
+    assert sorted(k[2] for k in r.queues) == [3, 4, 5]
