@@ -32,7 +32,7 @@ ones).
 Counters, as Linux's MIB (``/proc/net/snmp`` ``Ip:`` / ``/proc/net/snmp6``): ``IpReasmReqds`` /
 ``Ip6ReasmReqds`` per fragment received, ``...ReasmOKs`` per datagram reassembled,
 ``...ReasmFails`` per failure (a datagram discarded: overlap, timeout, eviction, oversize,
-inconsistent length; a fragment dropped for a bad length), ``...ReasmTimeout`` per queue
+inconsistent length in IPv6; a fragment dropped for an inconsistent or empty length in IPv4), ``...ReasmTimeout`` per queue
 expired (also a failure, as in Linux), ``...ReasmOverlaps`` per overlap (Linux's ``IpExt:
 ReasmOverlaps``).
 """
@@ -176,19 +176,20 @@ class Reassembler:
         self.expire(now)
         queues = self.q6 if v6 else self.q4
         q = queues.get(key)
-        if end > maxlen or end == offset:
-            # too long for any datagram, or empty: the whole datagram is bad (Linux: oversize /
-            # "end == offset" -> discard_qp)
-            self._fail_key(key, p)
+        if end > maxlen:
+            self._fail_key(key, p)              # too long for any datagram: discard it
             return None
-        if not more:
-            # the last fragment fixes the length: nothing may lie beyond it, and a second last
-            # fragment must agree (RFC 791 3.2; Linux ip_frag_queue)
-            if q is not None and (end < q.length or (q.last_in and end != q.length)):
+        # the last fragment fixes the length: nothing may lie beyond it, and a second last fragment
+        # must agree (RFC 791 3.2); an empty fragment is bad too.  Linux drops such a fragment
+        # and keeps the IPv4 queue (ip_frag_queue: "goto err"), but discards the IPv6 datagram
+        # (ip6_frag_queue: "goto discard_fq"); either way it is counted as a failure here
+        if end == offset or (q is not None and (
+                (not more and (end < q.length or (q.last_in and end != q.length)))
+                or (more and q.last_in and end > q.length))):
+            if v6:
                 self._fail_key(key, p)
-                return None
-        elif q is not None and q.last_in and end > q.length:
-            self._fail_key(key, p)
+            else:
+                c[p + "ReasmFails"] += 1
             return None
         if q is None:
             if len(self.q4) + len(self.q6) >= self.max_queues:

@@ -166,17 +166,30 @@ def test_overlap_with_the_next_fragment_too(v6):
 
 
 # ------------------------------------------------------------------------------ lengths, limits
-def test_inconsistent_last_fragments_discard():
+def test_inconsistent_last_fragments_v4_dropped_queue_kept():
+    """Linux ip_frag_queue: a last fragment ending before data held, a second last fragment that
+    disagrees, data beyond the end: the fragment is dropped, the IPv4 queue kept."""
     r, c = new()
     feed4(r, raw4(b"a" * 16, 16, True))
     assert feed4(r, raw4(b"b" * 8, 0, False)) is None         # ends at 8, data held up to 32
-    assert r.queues == {} and c["IpReasmFails"] == 1
-    feed4(r, raw4(b"a" * 8, 8, False))
-    feed4(r, raw4(b"a" * 8, 16, False))                       # a second, different last fragment
-    assert r.queues == {} and c["IpReasmFails"] == 2
-    feed4(r, raw4(b"a" * 8, 8, False))
-    feed4(r, raw4(b"a" * 8, 16, True))                        # beyond the end the last one fixed
-    assert r.queues == {} and c["IpReasmFails"] == 3
+    assert c["IpReasmFails"] == 1 and len(r.queues) == 1
+    assert feed4(r, raw4(b"c" * 8, 32, False)) is None        # the real last fragment
+    assert feed4(r, raw4(b"d" * 8, 32, False)) is None        # a duplicate
+    assert feed4(r, raw4(b"e" * 8, 40, False)) is None        # a second, different last fragment
+    assert feed4(r, raw4(b"f" * 8, 40, True)) is None         # beyond the end the last one fixed
+    assert c["IpReasmFails"] == 3 and len(r.queues) == 1
+    assert feed4(r, raw4(b"g" * 16, 0, True))[1] == b"g" * 16 + b"a" * 16 + b"c" * 8
+
+
+def test_inconsistent_last_fragments_v6_discard():
+    """Linux ip6_frag_queue: the same cases discard the IPv6 datagram."""
+    r, c = new()
+    for first, bad in (((16, True), (8, False)), ((8, False), (16, False)), ((8, False), (16, True))):
+        feed6(r, raw6(b"a" * (8 if first[1] is False else 16), first[0], first[1]))
+        assert len(r.queues) == 1
+        feed6(r, raw6(b"b" * 8, bad[0], bad[1]))
+        assert r.queues == {}
+    assert c["Ip6ReasmFails"] == 3
 
 
 def test_v4_non_last_fragment_is_trimmed_to_8_bytes_like_linux():
@@ -210,12 +223,13 @@ def test_datagram_over_65535_bytes_is_rejected(v6):
 
 
 @pytest.mark.parametrize("v6", [False, True])
-def test_empty_fragment_discards(v6):
+def test_empty_fragment_is_a_failure(v6):
     r, c = new()
     raw, feed, p = (raw6, feed6, "Ip6") if v6 else (raw4, feed4, "Ip")
     feed(r, raw(b"a" * 8, 0, True))
     feed(r, raw(b"", 8, True))
-    assert r.queues == {} and c[p + "ReasmFails"] == 1
+    assert c[p + "ReasmFails"] == 1
+    assert len(r.queues) == (0 if v6 else 1)       # Linux: IPv6 discards the datagram, IPv4 the fragment
 
 
 def test_timeout_v4_30s_v6_60s_checked_on_receive():
