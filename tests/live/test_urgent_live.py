@@ -76,7 +76,6 @@ class UrgentRecorder(asyncio.Protocol):
 async def test_kernel_sends_msg_oob_to_us(lab, size: int, oobinline: bool) -> None:
     urgent = b"u" * (size - 1) + b"!"
     protos: list[UrgentRecorder] = []
-    conn_box: list = []
 
     def factory() -> UrgentRecorder:
         p = UrgentRecorder()
@@ -107,10 +106,9 @@ async def test_kernel_sends_msg_oob_to_us(lab, size: int, oobinline: bool) -> No
             await asyncio.sleep(0.01)
         p = protos[0]
         await asyncio.wait_for(p.made, 10)
-        conn_box.append(p.transport.get_extra_info("connection"))
         while not (bytes(p.data).endswith(b"tail") and len(p.data) == 8 + size):
             await asyncio.sleep(0.01)
-        conn = conn_box[0]
+        conn = p.transport.get_extra_info("connection")
         assert bytes(p.data) == b"head" + urgent + b"tail"      # all in line
         if size < 0xFFFF:
             assert p.marks == [4 + size]                         # the first non-urgent octet, once
@@ -176,13 +174,7 @@ async def test_we_send_urgent_to_the_kernel(lab, size: int, oobinline: bool) -> 
                     result["oob"] = None
                 else:
                     result["oob"] = c.recv(1, socket.MSG_OOB)
-                rest = bytearray()
-                while True:
-                    d = c.recv(65536)
-                    if not d:
-                        break
-                    rest += d
-                result["rest"] = bytes(rest)
+                result["rest"] = b"".join(iter(lambda: c.recv(65536), b""))     # to EOF
         except BaseException as exc:  # noqa: BLE001
             result["error"] = exc
 

@@ -114,22 +114,25 @@ def test_pointer_into_data_received_but_not_yet_delivered_counts():
     assert bytes(h.rec.data) == b"a" * 10 + b"bb" and h.conn.urgent_pending == 0
 
 
+def closed_window() -> Harness:
+    """Established, the application not reading, its 2000-octet receive window filled."""
+    h = est(TcpConfig(timestamps=False, sack=False, window_scaling=False, rcvbuf=2000, moderate_rcvbuf=False))
+    h.conn.set_reading(False, 0.1)
+    h.feed(0.1, ".", 5001, 1001, payload=b"f" * 2000)
+    h.take()
+    return h
+
+
 def test_urgent_processed_with_a_zero_receive_window():
     """MUST-66: with RCV.WND = 0 the segment's data is dropped but its URG is taken."""
-    cfg = TcpConfig(timestamps=False, sack=False, window_scaling=False, rcvbuf=2000, moderate_rcvbuf=False)
-    h = est(cfg)
-    h.conn.set_reading(False, 0.1)
-    h.feed(0.1, ".", 5001, 1001, payload=b"f" * 2000)                    # fills the window
-    h.take()
+    h = closed_window()
     out = h.feed(0.3, "PU.", 7001, 1001, payload=b"!", urgent=1)
     assert [(s.ack, s.window) for s in out] == [(7001, 0)]              # data dropped, ACKed
     assert h.conn.rcv_nxt == 7001
     assert urgent_events(h) == [("urgent", 2001)]                        # told at once
     assert h.conn.urgent_pending == 2001
     # a bare URG ACK (the sender's pointer while its urgent data waits for our window)
-    h2 = est(cfg)
-    h2.conn.set_reading(False, 0.1)
-    h2.feed(0.1, ".", 5001, 1001, payload=b"f" * 2000)
+    h2 = closed_window()
     h2.feed(0.3, ".U", 7001, 1001, urgent=3)
     assert urgent_events(h2) == [("urgent", 2003)]
 
@@ -161,15 +164,34 @@ def test_urg_after_the_peers_fin_is_ignored():
     assert urgent_events(h) == [] and h.conn.urgent_pending == 0
 
 
+class NoUrgentHandler:
+    """A handler of the required methods only (``tcp_urgent`` is optional)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def tcp_established(self) -> None:
+        pass
+
+    def tcp_data(self, data: bytes) -> None:
+        self.data += data
+
+    def tcp_eof(self) -> None:
+        pass
+
+    def tcp_send_space(self) -> None:
+        pass
+
+    def tcp_closed(self, exc) -> None:
+        pass
+
+
 def test_handler_without_tcp_urgent_still_gets_the_data():
     h = est()
-    del type(h.rec).tcp_urgent                                          # (restored below)
-    try:
-        h.feed(0.1, "PU.", 5001, 1001, payload=b"abc", urgent=2)
-    finally:
-        from tcp_harness import Recorder
-        Recorder.tcp_urgent = lambda self, n: self.events.append(("urgent", n))
-    assert bytes(h.rec.data) == b"abc" and urgent_events(h) == []
+    h.conn.handler = plain = NoUrgentHandler()
+    h.feed(0.1, "PU.", 5001, 1001, payload=b"abc", urgent=2)
+    assert bytes(plain.data) == b"abc"
+    assert h.conn.rcv_up == 5003 and h.conn.urgent_pending == 0
 
 
 # ---------------------------------------------------------------- send
