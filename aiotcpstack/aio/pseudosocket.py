@@ -21,6 +21,9 @@ usual TCP options on a server socket:
   the IPv4 options on an AF_INET6 socket are kept but, as in Linux for a non-mapped peer, unused;
 * ``SO_REUSEPORT`` / ``SO_REUSEADDR`` read back what ``create_server`` was given (setting them
   only records the value: the stack's own port table decides conflicts);
+* ``sockatmark()`` on a connection's pseudo-socket (``transport.get_extra_info('socket')``):
+  whether the next octet handed to ``data_received`` is the last urgent one (urgent data stays in
+  line, as with ``SO_OOBINLINE``; see docs/architecture.md "Urgent data");
 * every other option, and every other socket method, is a clear ``OSError(ENOPROTOOPT)`` /
   ``AttributeError`` -- never a silent no-op.
 """
@@ -101,7 +104,8 @@ class PseudoSocket:
 
     def __init__(self, family: int, addr: tuple, *, get_config: Callable[[], Any] | None = None,
                  set_config: Callable[[Any], None] | None = None,
-                 flags: dict[str, bool] | None = None) -> None:
+                 flags: dict[str, bool] | None = None,
+                 urgent_pending: Callable[[], int] | None = None) -> None:
         self.family = family
         self.type = socket.SOCK_STREAM
         self.proto = socket.IPPROTO_TCP
@@ -112,6 +116,7 @@ class PseudoSocket:
         if flags:
             self._flags.update({k: bool(v) for k, v in flags.items() if v is not None})
         self._closed = False
+        self._urgent_pending = urgent_pending
 
     # ---------------------------------------------------------------- TransportSocket-like
     def getsockname(self) -> tuple:
@@ -180,6 +185,17 @@ class PseudoSocket:
         if buflen is not None:
             return struct.pack("i", v)[:buflen]
         return v
+
+    def sockatmark(self) -> bool:
+        """A connection's pseudo-socket (``transport.get_extra_info('socket')``): True when the
+        next octet ``data_received`` hands over is the last urgent one -- Linux's
+        ``sockatmark()`` with ``SO_OOBINLINE``, which compares the read position with the urgent
+        octet.  ``transport.get_extra_info('urgent_pending')`` says how many urgent octets are
+        still to come."""
+        self._check_open()
+        if self._urgent_pending is None:
+            raise OSError(errno.EINVAL, "sockatmark() on a listening pseudo-socket")
+        return self._urgent_pending() == 1
 
     def __getattr__(self, name: str) -> Any:
         if name in ("accept", "bind", "connect", "connect_ex", "listen", "recv", "recv_into", "recvfrom",

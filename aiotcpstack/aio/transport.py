@@ -145,11 +145,18 @@ class TcpTransport(asyncio.Transport):
             if not pending:
                 return
             self._pending = ()
-            for item in pending:
+            for i, item in enumerate(pending):
                 if self._lost:
                     break
                 if item == "eof":
                     self._deliver_eof()
+                elif type(item) is int:
+                    # (what follows is still held: get_extra_info('urgent_pending') counts it)
+                    self._pending = pending[i + 1:]
+                    try:
+                        self._deliver_urgent(item)
+                    finally:
+                        self._pending = ()
                 elif isinstance(item, tuple):
                     self._call_lost(item[1])
                 else:
@@ -295,6 +302,30 @@ class TcpTransport(asyncio.Transport):
         if not keep_open:
             self.close()
 
+    def tcp_urgent(self, pending: int) -> None:
+        """The peer sent urgent data (RFC 9293 MUST-32): ``pending`` octets, counted from the
+        first one the next ``data_received`` hands over, are urgent (they stay in line)."""
+        if self._lost or self._closing:
+            return
+        if not self._made:
+            self._hold(pending)
+            return
+        self._in_ctx(self._deliver_urgent, pending)
+
+    def _deliver_urgent(self, pending: int) -> None:
+        # looked up here, not once per connection: urgent data is rare, a connection's set-up
+        # is not, and start_tls swaps the protocol; a protocol without the method (every stock
+        # asyncio one) is not told -- the bytes reach it in line all the same
+        cb = getattr(self._protocol, "urgent_data_received", None)
+        if cb is None:
+            return
+        try:
+            cb(pending)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "urgent_data_received() failed")
+
     def tcp_send_space(self) -> None:
         if not (self._writing_paused or self._closing):
             return                 # (nothing for _send_space to do: the usual ACK of a round trip)
@@ -404,6 +435,14 @@ class TcpTransport(asyncio.Transport):
         if name == "tcp_info":
             conn = self._conn
             return conn.snapshot() if conn is not None else default
+        if name == "urgent_pending":
+            # RFC 9293 MUST-33: how many octets not yet handed to data_received are urgent
+            # (bytes held for a connection_made still to come are not handed over yet either)
+            conn = self._conn
+            if conn is None:
+                return default
+            held = sum(len(x) for x in self._pending if type(x) is bytes)
+            return conn.urgent_pending_after(held) if held else conn.urgent_pending
         if name == "connection":
             return self._conn
         if name == "stack":
@@ -443,7 +482,8 @@ class TcpTransport(asyncio.Transport):
                 self._stack_kick()
 
         fam = socket.AF_INET6 if len(self._sock) == 4 else socket.AF_INET
-        ps = PseudoSocket(fam, self._sock, get_config=get_config, set_config=set_config)
+        ps = PseudoSocket(fam, self._sock, get_config=get_config, set_config=set_config,
+                          urgent_pending=lambda: conn.urgent_pending)
         ps.getpeername = lambda: peer          # type: ignore[method-assign]
         return ps
 
@@ -579,6 +619,27 @@ class TcpTransport(asyncio.Transport):
         if len(conn.sndbuf) > self._sndbuf + self._high:
             # (get_write_buffer_size() is the queue beyond a limit of at least _sndbuf: below
             # this it cannot exceed the high-water mark -- the usual write skips the computation)
+            self._maybe_pause()
+
+    def write_urgent(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` as urgent data (RFC 9293 MUST-30, the kernel's ``send(MSG_OOB)``): it
+        goes in line after what was written before; every segment sent until the peer
+        acknowledges it carries URG and the urgent pointer to the octet after it.  A Linux peer
+        reads its last octet with ``recv(MSG_OOB)`` (or in line with ``SO_OOBINLINE``) and
+        ``sockatmark()`` tells it where it is.  Not subject to the write buffer limits' pausing
+        any differently from :meth:`write`."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if self._eof_written:
+            raise RuntimeError("Cannot call write_urgent() after write_eof()")
+        if not data:
+            return
+        if self._conn_done or self._lost or (self._closing and not self._close_pending):
+            return
+        conn = self._conn
+        conn.send_urgent(data, self._loop.time())
+        self._stack_kick()
+        if len(conn.sndbuf) > self._sndbuf + self._high:
             self._maybe_pause()
 
     _push_pending = False

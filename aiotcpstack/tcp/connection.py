@@ -43,7 +43,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
+from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpHeader, TcpOptions
 from . import mtu_probe as _mtu_probe     # (PMTUD issue) black-hole detection
 from . import state as S
 from .congestion import registry as _cc_registry
@@ -57,6 +57,7 @@ from .seq import seq_ge, seq_gt, seq_le, seq_lt, seq_max
 from .timer_wheel import Timer
 from .window import select_window as _select_window
 from . import timewait as _tw
+from . import urgent as _urg
 from .challenge_ack import challenge_ack_allowed
 from .timewait import TimeWaitSock
 
@@ -223,6 +224,11 @@ class TcpConnection:
         "soft_err", "soft_err_una", "mtu_probe",
         # a partial TSO frame held back by send(more=True) until push()
         "tail_held",
+        # the urgent mechanism (RFC 9293 3.8.5, tcp/urgent.py): RCV.UP and whether it may be ahead
+        # of what the application was handed (0 no, 1 yes and not told yet, 2 told); SND.UP and,
+        # in urgent mode (SND.UP ahead of SND.UNA), a 1-tuple holding the ``_fast_out`` to give
+        # back when it ends (while it lasts segments take the general output path), else ()
+        "rcv_up", "rcv_urg", "snd_up", "snd_urg",
     )
 
     def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -349,6 +355,10 @@ class TcpConnection:
         self.soft_err = 0                 # (PMTUD/ICMP issue)
         self.soft_err_una = iss
         self.mtu_probe = None
+        self.rcv_up = 0
+        self.rcv_urg = 0
+        self.snd_up = iss
+        self.snd_urg: tuple = ()
 
     # ================================================================== public API
 
@@ -497,6 +507,65 @@ class TcpConnection:
             self.tail_held = False
             self._output(now)
 
+    def send_urgent(self, data, now: float) -> None:
+        """Queue ``data`` as urgent data (RFC 9293 3.9.1 SEND with the urgent flag, MUST-30/31;
+        Linux ``send(MSG_OOB)``): SND.UP moves to the octet after it, and every segment sent
+        while SND.UP is after its SEG.SEQ -- retransmissions and pure ACKs too -- carries URG and
+        the pointer (``_transmit``).  Urgent data is never held by Nagle or cork (Linux
+        ``tcp_nagle_test``).  An earlier urgent mark not yet acknowledged is superseded: the
+        urgent data runs from SND.UNA to the new mark, as in Linux."""
+        if not data:
+            return
+        st = self.state
+        if self.fin_queued or st in (CLOSED, LISTEN, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT):
+            raise BrokenPipeError("send_urgent() after the write side was closed")
+        sndbuf = self.sndbuf
+        sndbuf.append(data)
+        self.snd_up = sndbuf.end_seq
+        if not self.snd_urg:
+            # urgent mode: the one-pack fast paths (_send_lone's output_ts, _transmit_burst) know
+            # no URG; with _fast_out cleared every segment takes _transmit's general path, where
+            # the pointer is set, until SND.UNA passes SND.UP (_urg_send_done gives it back)
+            self.snd_urg = (self._fast_out,)
+            self._fast_out = None
+        if st == ESTABLISHED or st == CLOSE_WAIT:
+            self._output(now)
+
+    def _urg_send_done(self) -> None:
+        """SND.UNA reached SND.UP: leave urgent mode, give the fast output paths back."""
+        self._fast_out = self.snd_urg[0]
+        self.snd_urg = ()
+
+    def _urg_send_check(self) -> bool:
+        """Urgent mode, about to lay out new segments: if SND.UNA has passed SND.UP, leave it now
+        (not only at the next segment) so that this output already takes the fast paths;
+        returns whether they are there."""
+        if _urg.urgent_bytes(self.snd_up, self.snd_una):
+            return False
+        self._urg_send_done()
+        return self._fast_out is not None
+
+    @property
+    def urgent_pending(self) -> int:
+        """How many of the octets not yet handed to the application (``tcp_data``) are urgent,
+        i.e. lie before the urgent mark RCV.UP; 0 when there is no urgent data (RFC 9293
+        MUST-33).  Some of them may still be on their way (the pointer can point beyond the
+        data received)."""
+        return self.urgent_pending_after(0)
+
+    def urgent_pending_after(self, held: int) -> int:
+        """:attr:`urgent_pending` for a layer above that still holds ``held`` octets it was
+        given but has not handed to the application (the aio transport before
+        ``connection_made``)."""
+        if not self.rcv_urg:
+            return 0
+        return _urg.urgent_bytes(self.rcv_up, (self._rcv_consumed() - held) & MASK)
+
+    def _rcv_consumed(self) -> int:
+        """The sequence number of the next octet the application will be handed (RCV.NXT less
+        what is queued for delivery, and less the FIN once one was received)."""
+        return (self.rcv_nxt - self.rx_unread - (1 if self.rcv_closed else 0)) & MASK
+
     def shutdown(self, now: float) -> None:
         """Close the write side (half-close): FIN after queued data; receiving goes on."""
         if self.fin_queued:
@@ -599,6 +668,8 @@ class TcpConnection:
         the window the peer knows -- a small buffer, the start of a connection), when the
         application is not reading, and for a batch of at most one segment (request/response
         traffic: a reply written in ``data_received`` still carries the ACK)."""
+        if self.rcv_urg:
+            self._urg_signal()            # before the data it is about
         if (self.ack_pending == 2 and self.rx and self.state is ESTABLISHED and self.reading
                 and ((self.rcv_nxt - self.rcv_wup) & MASK) > self.rcv_mss):
             win = (self.rcv_adv - self.rcv_nxt) & MASK
@@ -1056,7 +1127,10 @@ class TcpConnection:
                 elif st == LAST_ACK:
                     self._finish(None)
                     return
-        # ---- sixth/seventh: URG is not supported (ignored); segment text and FIN
+        # ---- sixth: URG (also with a zero window: MUST-66, the special allowance above)
+        if flags & URG and (st is ESTABLISHED or st is FIN_WAIT_1 or st is FIN_WAIT_2):
+            self._rcv_urg(hdr.seq, hdr.urgent)
+        # ---- seventh/eighth: segment text and FIN
         if plen or flags & FIN:
             if st in S.CAN_RECEIVE:
                 if self.closed_by_app and plen and st != ESTABLISHED:
@@ -1072,6 +1146,38 @@ class TcpConnection:
                 # CLOSE_WAIT/CLOSING/LAST_ACK: the peer's FIN was already processed; a
                 # retransmission of it (or of old data) is just acknowledged.
                 self.ack_pending = 2
+
+    def _rcv_urg(self, seg_seq: int, seg_up: int) -> None:
+        """RFC 9293 3.10.7.4 sixth step: RCV.UP <- max(RCV.UP, SEG.SEQ + SEG.UP) (RFC 6093: the
+        first non-urgent octet), and the application is to be told if RCV.UP is ahead of the
+        data it consumed -- once per continuous run of urgent data ("if the user has already
+        been signaled (or is still in the 'urgent mode') ... do not signal the user again").
+        A pointer at or before what the application was already handed (a retransmission, a
+        zero pointer) changes nothing (Linux ``tcp_check_urg``: "ignore urgent data that we've
+        already seen and read").  Unlike Linux, a pointer into data received but not yet
+        delivered counts too: nothing is pulled out of band, so there is nothing to miss."""
+        mark = _urg.receive_mark(seg_seq, seg_up)
+        consumed = self._rcv_consumed()
+        if self.rcv_urg and _urg.urgent_bytes(self.rcv_up, consumed):
+            if seq_gt(mark, self.rcv_up):
+                self.rcv_up = mark                    # the run goes on: no second signal
+        elif _urg.urgent_bytes(mark, consumed):
+            self.rcv_up = mark
+            self.rcv_urg = 1                          # told at the end of the batch (_urg_signal)
+
+    def _urg_signal(self) -> None:
+        """End of a receive batch with urgent state: tell the handler (``tcp_urgent(n)``, if it
+        has it: MUST-32, asynchronously, before the batch's data) of a new run of urgent data,
+        or forget a run the application has been handed in full."""
+        n = _urg.urgent_bytes(self.rcv_up, self._rcv_consumed())
+        if not n:
+            self.rcv_urg = 0
+            return
+        if self.rcv_urg == 1:
+            self.rcv_urg = 2
+            f = getattr(self.handler, "tcp_urgent", None)
+            if f is not None and not self.closed_by_app:
+                f(n)
 
     def _disordered_ack(self, hdr: TcpHeader, plen: int, tsval: int) -> bool:
         """Linux tcp_disordered_ack: a pure duplicate ACK that was merely reordered behind a
@@ -1707,7 +1813,47 @@ class TcpConnection:
                 return
             hdr = TcpHeader(self.lport, self.rport, seq, rcv_nxt, flags, win,
                             TcpOptions(None, None, False, (), (tsval, self.ts_recent)))
+        if self.snd_urg:
+            self._output_urg(hdr, data)       # (urgent mode: _fast_out is None, so we are here)
+            return
         self.output(hdr, data)
+
+    def _output_urg(self, hdr: TcpHeader, data) -> None:
+        """``output`` in urgent mode: URG and the pointer on each segment that starts before
+        SND.UP (RFC 9293 3.8.5, tcp/urgent.py ``send_pointer``).  A TSO-sized payload is cut
+        into MSS-sized segments here, each with its own pointer: ``ip/``'s split (and the
+        kernel's GSO behind a vnet header) would copy one pointer into every piece.  Once SND.UNA
+        has reached SND.UP urgent mode ends."""
+        snd_up = self.snd_up
+        if not _urg.urgent_bytes(snd_up, self.snd_una):
+            self._urg_send_done()
+            self.output(hdr, data)
+            return
+        snd_nxt = self.snd_nxt
+        seq = hdr.seq
+        n = len(data)
+        mss = self.mss
+        if n <= mss:
+            up = _urg.send_pointer(seq, snd_up, snd_nxt)
+            if up != _urg.NO_URG:
+                hdr.flags |= URG
+                hdr.urgent = up
+            self.output(hdr, data)
+            return
+        last_flags = hdr.flags
+        mid_flags = last_flags & ~(FIN | PSH)
+        mv = data if type(data) is memoryview else memoryview(data)
+        for off in range(0, n, mss):
+            end = off + mss
+            s = (seq + off) & MASK
+            flags = last_flags if end >= n else mid_flags
+            up = _urg.send_pointer(s, snd_up, snd_nxt)
+            if up == _urg.NO_URG:
+                up = 0
+            else:
+                flags |= URG
+            self.output(TcpHeader(hdr.src_port, hdr.dst_port, s, hdr.ack, flags, hdr.window, hdr.options,
+                                  0, up), mv[off:end])
 
     def _transmit_burst(self, segs: list, outsegs: int, now: float) -> None:
         """:meth:`_transmit` for the new segments of one ``_output`` call (NOP,NOP,TS only, no
@@ -1891,10 +2037,11 @@ class TcpConnection:
         else:
             seg_mss = mss
             lim_tso = cfg.tso_segs * mss
-            if self.ts_ok and self._fast_out is not None:
+            if self.ts_ok and (self._fast_out is not None or (self.snd_urg and self._urg_send_check())):
                 burst = []        # NOP,NOP,TS segments: headers for all of them at once, after the loop
         outsegs = 0
-        nagle = cfg.cork or not cfg.nodelay
+        # (urgent mode: no Nagle, no cork -- Linux tcp_nagle_test)
+        nagle = (cfg.cork or not cfg.nodelay) and not self.snd_urg
         snd_wnd_end = (una + self.snd_wnd) & MASK
         pipe = self._pipe()
         counters = self.counters

@@ -18,6 +18,12 @@ class ConnectionHandler(Protocol):
     def tcp_eof(self) -> None:
         """The peer's FIN was reached in sequence (no more data will come)."""
 
+    # Optional (looked up with getattr when urgent data arrives; a handler without it is not told):
+    # def tcp_urgent(self, pending: int) -> None:
+    #     """A new run of urgent data (RFC 9293 MUST-32): ``pending`` octets, counted from the
+    #     first one the next ``tcp_data`` hands over, are urgent (the data stays in line;
+    #     ``TcpConnection.urgent_pending`` gives the current count at any time)."""
+
     def tcp_send_space(self) -> None:
         """Bytes left the send buffer (acked): write flow control may resume."""
 

@@ -19,13 +19,13 @@ from aiotcpstack.mib import Counters
 from aiotcpstack.tcp.config import TcpConfig
 from aiotcpstack.tcp.connection import TcpConnection
 from aiotcpstack.tcp.timer_wheel import TimerWheel
-from aiotcpstack.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
+from aiotcpstack.wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpHeader, TcpOptions
 
 MASK = 0xFFFFFFFF
 LOCAL = (bytes([10, 0, 0, 1]), 40000)
 REMOTE = (bytes([10, 0, 0, 2]), 80)
 
-_FLAG_CHARS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."))
+_FLAG_CHARS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"), (ACK, "."))
 
 
 class FrameTx(list):
@@ -43,7 +43,7 @@ def flags_str(flags: int) -> str:
 def parse_flags(s: str) -> int:
     f = 0
     for ch in s:
-        f |= {"S": SYN, "F": FIN, "R": RST, "P": PSH, ".": ACK}[ch]
+        f |= {"S": SYN, "F": FIN, "R": RST, "P": PSH, "U": URG, ".": ACK}[ch]
     return f
 
 
@@ -111,6 +111,9 @@ class Recorder:
     def tcp_send_space(self) -> None:
         self.events.append(("send_space",))
 
+    def tcp_urgent(self, pending: int) -> None:
+        self.events.append(("urgent", pending))
+
     def tcp_closed(self, exc) -> None:
         self.events.append(("closed", exc))
 
@@ -163,16 +166,17 @@ class Harness:
         return self.out[mark:]
 
     def segment(self, flags: str, seq: int, ack: int = 0, window: int = 65535,
-                opts: TcpOptions = NO_OPTIONS) -> TcpHeader:
-        return TcpHeader(self.remote[1], self.local[1], seq & MASK, ack & MASK, parse_flags(flags), window, opts)
+                opts: TcpOptions = NO_OPTIONS, urgent: int = 0) -> TcpHeader:
+        return TcpHeader(self.remote[1], self.local[1], seq & MASK, ack & MASK, parse_flags(flags), window, opts,
+                         0, urgent)
 
     def feed(self, t: float, flags: str, seq: int, ack: int = 0, window: int = 65535, payload: bytes = b"",
-             opts: TcpOptions = NO_OPTIONS, batch_end: bool = True) -> list[Sent]:
+             opts: TcpOptions = NO_OPTIONS, batch_end: bool = True, urgent: int = 0) -> list[Sent]:
         """Deliver one segment at time ``t``; returns what went out because of it (timers that
         fired before ``t`` are not included: see ``run_until``)."""
         self.at(t)
         mark = len(self.out)
-        self.conn.on_segment(self.segment(flags, seq, ack, window, opts), payload, t)
+        self.conn.on_segment(self.segment(flags, seq, ack, window, opts, urgent), payload, t)
         if batch_end:
             self.conn.end_batch(t)
         return self.out[mark:]
