@@ -21,7 +21,7 @@ KNOWN = (
     "TW", "TCPSackShiftFallback", "TCPRcvCoalesce", "TCPWantZeroWindowAdv", "TCPToZeroWindowAdv",
     "TCPFromZeroWindowAdv", "TCPOrigDataSent", "TCPAckCompressed", "TCPSACKReneging",
     "EmbryonicRsts", "TCPACKSkippedSynRecv",
-    "TCPFullUndo", "TCPPartialUndo", "TCPDSACKUndo", "TCPLossUndo",
+    "TCPFullUndo", "TCPPartialUndo", "TCPDSACKUndo", "TCPLossUndo", "TCPSpuriousRTOs",
     # Ip:/Icmp: (ours are counted too)
     "IpInReceives", "IpInHdrErrors", "IpInAddrErrors", "IpInDelivers", "IpOutRequests",
     "IpReasmFails", "IpInUnknownProtos", "IcmpInMsgs", "IcmpOutMsgs", "IcmpInErrors",

@@ -213,7 +213,7 @@ class TcpConnection:
         # ranges found lost again) and the tail loss probe (RFC 8985 7)
         "rtx_marks", "relost", "tlp_high", "tlp_armed",
         # PRR (RFC 9937) and recovery undo (DSACK / Eifel), made at the first recovery or RTO
-        "prr", "undo",
+        "prr", "undo", "frto",
         # ACK policy
         "ack_pending", "quick", "ato", "lrcvtime", "dsack",
         # timers
@@ -323,6 +323,7 @@ class TcpConnection:
         self.tlp_armed = False            # the retransmission timer is armed as the probe timer (PTO)
         self.prr: Prr | None = None       # tcp/congestion/prr.py, from the first reduction on
         self.undo: RecoveryUndo | None = None     # tcp/congestion/undo.py, likewise
+        self.frto = 0                     # F-RTO (RFC 5682) after an RTO: 0 off, 1 on, 2 send new data
 
         self.ack_pending = 0          # 0 none, 1 delayed, 2 now
         self.quick = 0
@@ -1130,6 +1131,12 @@ class TcpConnection:
         # (for PRR's DeliveredData and SafeACK, RFC 9937 section 4)
         sacked0 = self.sb.sacked if self.sack_ok else self.reno_sacked
         lost0 = self.lost_end
+        if self.frto and self.ca_state == CA_LOSS:
+            # (F-RTO: retransmitted and not yet acknowledged; SACKed below the recovery point)
+            rtx_out = (self.high_rxt - una) & MASK
+            if rtx_out >= HALF:
+                rtx_out = 0
+            frto_sacked0 = self.sb.sacked_in(una, 0, (self.recovery_point - una) & MASK)
         # RFC 9293 3.10.7.4: update the send window if SND.UNA =< SEG.ACK and the segment is
         # newer (SND.WL1 < SEG.SEQ, or equal and SND.WL2 =< SEG.ACK).
         if seq_ge(ack, una):
@@ -1173,6 +1180,11 @@ class TcpConnection:
                     # Linux tcp_add_reno_sack: each dupack means one segment left the network
                     out = (self.snd_nxt - una) & MASK
                     self.reno_sacked = min(self.reno_sacked + self.mss, max(out - self.mss, 0))
+        if self.frto and self.ca_state == CA_LOSS:
+            adv = acked if acked < HALF else 0
+            una2 = self.snd_una
+            below = self.sb.sacked_in(una2, 0, (self.recovery_point - una2) & MASK)
+            self._frto_ack(adv + below - frto_sacked0, rtx_out, adv, newly_sacked, now)
         # Loss detection (RFC 5681 3.2 / RFC 6675 5: DupThresh dupacks or IsLost(SND.UNA))
         ca = self.ca_state
         if ca == CA_OPEN:
@@ -1207,6 +1219,32 @@ class TcpConnection:
             # the DSACKs came after recovery (or the RTO's loss state) ended: undo still
             # (Linux tcp_try_undo_dsack in the Open/Disorder states)
             self._exit_recovery(now, "TCPDSACKUndo")
+
+    def _frto_ack(self, delivered: int, rtx_out: int, adv: int, newly_sacked: int, now: float) -> None:
+        """F-RTO, the SACK-enhanced version (RFC 5682 section 3; Linux ``tcp_process_loss`` with
+        ``tp->frto``): after an RTO, an ACK or SACK for data that was never retransmitted shows
+        the timeout was spurious (undo: TCPSpuriousRTOs, TCPLossUndo).  The first ACK that
+        advances SND.UNA before anything new was sent lets two new segments go out instead of
+        retransmissions (step 2b); what the ACKs after them say decides (step 3).  ``delivered``:
+        bytes below the recovery point (SND.NXT at the timeout, or at step 2b) this ACK newly
+        acknowledged or SACKed; ``rtx_out``: bytes retransmitted and not acknowledged before it
+        -- more delivered than that means originals arrived (Linux ``FLAG_ORIG_SACK_ACKED``,
+        which also counts only data up to ``high_seq``)."""
+        una = self.snd_una
+        if delivered > rtx_out:
+            self.counters["TCPSpuriousRTOs"] += 1
+            self._exit_recovery(now, "TCPLossUndo")          # step 3b (and Linux's SACK variant)
+            return
+        if seq_gt(self.snd_nxt, self.recovery_point):
+            if newly_sacked or not adv:
+                self.frto = 0                                 # step 3a: the loss was real
+        elif adv:
+            # step 2b: send new data, if there is any and the window allows, else go back to the
+            # conventional recovery
+            self.recovery_point = self.snd_nxt
+            avail = (self.sndbuf.end_seq - self.snd_nxt) & MASK
+            room = (una + self.snd_wnd - self.snd_nxt) & MASK
+            self.frto = 2 if 0 < avail < HALF and 0 < room < HALF else 0
 
     def _mark_lost_retrans(self) -> None:
         """Lost retransmission detection (Linux tcp_mark_lost_retrans, the pre-RACK form of
@@ -1420,11 +1458,13 @@ class TcpConnection:
         self.reno_sacked = 0
         self.rtx_marks = ()
         self.relost = ()
+        self.frto = 0
         self.force_rtx = False if undo else self.force_rtx
         self.high_rxt = self.lost_end = self.snd_una
         if undo:
             self.counters[undo] += 1
-            self.undo.clear()
+            if self.undo is not None:
+                self.undo.clear()
             if self.cc is not None:
                 self.cc.undo(now)
         elif self.cc is not None:
@@ -1912,7 +1952,7 @@ class TcpConnection:
         una = self.snd_una
         pipe = -1
         # ---- retransmissions in recovery / loss
-        if self.ca_state != CA_OPEN or self.force_rtx:
+        if (self.ca_state != CA_OPEN or self.force_rtx) and self.frto != 2:
             relost = self.relost
             while relost:
                 s, e = relost[0]
@@ -2085,6 +2125,8 @@ class TcpConnection:
             else:                                     # one segment: the plain path is shorter
                 seq, flags, parts, n = burst[0]
                 self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
+        if self.frto == 2:
+            self.frto = 1                 # (F-RTO step 2b done: the next ACK decides)
         if sent_new:
             self.last_send = now
             if self.ca_state == CA_RECOVERY and self.prr is not None:
@@ -2212,6 +2254,8 @@ class TcpConnection:
             if undo is None:                          # from recovery its marker is kept)
                 undo = self.undo = RecoveryUndo()
             undo.start(self.snd_una)
+        # F-RTO (RFC 5682; Linux tcp_enter_loss: not for the first timeout of a fast recovery)
+        self.frto = 1 if self.sack_ok and self.ca_state != CA_RECOVERY else 0
         if self.cc is not None:
             self.cc.on_rto(now, self._pipe())
         self.ca_state = CA_LOSS

@@ -159,3 +159,43 @@ def test_undo_state_unit():
     assert u.may_undo(49)                                 # Eifel: echoes an older TSval
     u.on_dsack(2000, 3000, 1000)
     assert u.all_dsacked() and u.may_undo(0)
+
+
+# ---------------------------------------------------------------- F-RTO (RFC 5682 section 3)
+
+def _rto(h):
+    out = h.run_until(0.02 + h.conn.rtt.rto + 0.001)
+    assert h.counters["TCPTimeouts"] == 1 and out[0].seq == seg(0) and h.conn.ca_state == 4
+    h.take()
+    return h.now
+
+
+def test_frto_spurious_timeout_sends_new_data_then_undoes():
+    h = est()                                             # SACK, no timestamps: no Eifel
+    prior = h.conn.cc.cwnd
+    t = _rto(h)
+    nxt = h.conn.snd_nxt
+    # step 2b: the first ACK covers the retransmitted head only: new data, not retransmissions
+    out = h.feed(t + 0.001, ".", 5001, seg(1))
+    assert out and all(s.seq >= nxt for s in out if s.payload)
+    assert h.conn.ca_state == 4 and h.counters["RetransSegs"] == 1
+    # step 3b: the next ACK acknowledges originals that were never retransmitted: spurious
+    h.feed(t + 0.002, ".", 5001, seg(8))
+    assert h.counters["TCPSpuriousRTOs"] == 1 and h.counters["TCPLossUndo"] == 1
+    assert h.conn.ca_state == 0 and h.conn.cc.cwnd >= prior
+    assert h.counters["RetransSegs"] == 1
+
+
+def test_frto_real_loss_falls_back_to_retransmitting():
+    h = est()
+    t = _rto(h)
+    nxt = h.conn.snd_nxt
+    out = h.feed(t + 0.001, ".", 5001, seg(1))            # step 2b: new data
+    new = [s for s in out if s.payload]
+    assert new and new[0].seq == nxt
+    # step 3a: a duplicate ACK that SACKs only the new data: the originals were lost
+    out = h.feed(t + 0.002, ".", 5001, seg(1), opts=TcpOptions(sack_blocks=((nxt, nxt + M),)))
+    assert h.counters["TCPSpuriousRTOs"] == 0 and h.counters["TCPLossUndo"] == 0
+    assert h.conn.ca_state == 4 and h.conn.frto == 0
+    out += h.feed(t + 0.003, ".", 5001, seg(2), opts=TcpOptions(sack_blocks=((nxt, nxt + M),)))
+    assert [s for s in out if s.seq in (seg(1), seg(2))]  # the conventional slow-start retransmission
