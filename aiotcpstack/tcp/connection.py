@@ -2129,8 +2129,9 @@ class TcpConnection:
             self.frto = 1                 # (F-RTO step 2b done: the next ACK decides)
         if sent_new:
             self.last_send = now
-            if self.ca_state == CA_RECOVERY and self.prr is not None:
-                self.prr.prr_out += (self.snd_nxt - nxt0) & MASK      # (PRR counts new data too)
+            if self.ca_state != CA_OPEN and self.prr is not None:
+                # PRR counts new data too (in any reduction state: recovery, an ECN CWR)
+                self.prr.prr_out += (self.snd_nxt - nxt0) & MASK
             if not (self.sack_ok and self.ca_state == CA_OPEN and self._schedule_tlp(now, rto_due)) and rto_due:
                 self.wheel.arm(self._t_rtx, now + self.rtt.rto)
         # ---- zero window: persist timer (RFC 9293 3.8.6.1, Linux tcp_check_probe_timer)
@@ -2162,8 +2163,8 @@ class TcpConnection:
         self.counters["RetransSegs"] += 1
         if self.undo is not None and self.undo.undo_marker is not None:
             self.undo.on_retransmit(seq, end, 1, self._tsval(now) if self.ts_ok else None)
-        if self.ca_state == CA_RECOVERY and self.prr is not None:
-            self.prr.prr_out += d + (1 if flags & FIN else 0)
+        if self.ca_state != CA_OPEN and self.prr is not None:
+            self.prr.prr_out += d + (1 if flags & FIN else 0)      # (PRR: sent during a reduction)
         if self.ca_state == CA_RECOVERY and self.sack_ok and not timeout:
             if not self.rtx_marks:
                 self.rtx_marks = []

@@ -114,7 +114,7 @@ def test_connection_sends_per_prr_during_recovery():
     assert h.conn.ca_state == 0 and cc.cwnd == ssthresh                 # RFC 9937: cwnd = ssthresh
 
 
-def _peer_run(h: Harness, total: int, lost: set[int], rng: random.Random) -> tuple[bytes, list[str]]:
+def _peer_run(h: Harness, total: int, lost: set[int]) -> tuple[bytes, list[str]]:
     """A SACK receiver for ``h``'s connection: drops the first transmission of the segments in
     ``lost`` (by start offset), ACKs every arrival with its SACK blocks; returns the bytes
     received in order and the violations of PRR's bounds seen after each ACK."""
@@ -181,7 +181,7 @@ def test_random_loss_patterns_keep_prr_bounds_and_deliver_everything(monkeypatch
         h.conn.send(payload, 0.02)
         lost = {i * M for i in range(40) if rng.random() < 0.15}
         exits.clear()
-        data, bad = _peer_run(h, total, lost, rng)
+        data, bad = _peer_run(h, total, lost)
         assert data == payload, trial
         assert not bad, (trial, bad[:3])
         for cwnd, ssthresh, pipe in exits:
