@@ -21,6 +21,7 @@ KNOWN = (
     "TW", "TCPSackShiftFallback", "TCPRcvCoalesce", "TCPWantZeroWindowAdv", "TCPToZeroWindowAdv",
     "TCPFromZeroWindowAdv", "TCPOrigDataSent", "TCPAckCompressed", "TCPSACKReneging",
     "EmbryonicRsts", "TCPACKSkippedSynRecv",
+    "TCPFullUndo", "TCPPartialUndo", "TCPDSACKUndo", "TCPLossUndo", "TCPSpuriousRTOs",
     # Ip:/Icmp: (ours are counted too)
     "IpInReceives", "IpInHdrErrors", "IpInAddrErrors", "IpInDelivers", "IpOutRequests",
     "IpReasmReqds", "IpReasmOKs", "IpReasmFails", "IpReasmTimeout", "IpInUnknownProtos", "IcmpInMsgs", "IcmpOutMsgs", "IcmpInErrors",

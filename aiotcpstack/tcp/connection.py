@@ -47,6 +47,8 @@ from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpHeader, TcpO
 from . import mtu_probe as _mtu_probe     # (PMTUD issue) black-hole detection
 from . import state as S
 from .congestion import registry as _cc_registry
+from .congestion.prr import Prr
+from .congestion.undo import RecoveryUndo
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
 from .receive_buffer import OFO_SEG_OVERHEAD, OutOfOrderQueue
 from .rx_copy import join as _rx_join
@@ -211,6 +213,8 @@ class TcpConnection:
         # lost-retransmission detection ([seq, end, snd_nxt when sent] per recovery retransmission,
         # ranges found lost again) and the tail loss probe (RFC 8985 7)
         "rtx_marks", "relost", "tlp_high", "tlp_armed",
+        # PRR (RFC 9937) and recovery undo (DSACK / Eifel), made at the first recovery or RTO
+        "prr", "undo", "frto",
         # ACK policy
         "ack_pending", "quick", "ato", "lrcvtime", "dsack",
         # timers
@@ -323,6 +327,9 @@ class TcpConnection:
         self.relost: list[list[int]] | tuple = ()
         self.tlp_high = None              # SND.NXT after a loss probe, until it is acknowledged
         self.tlp_armed = False            # the retransmission timer is armed as the probe timer (PTO)
+        self.prr: Prr | None = None       # tcp/congestion/prr.py, from the first reduction on
+        self.undo: RecoveryUndo | None = None     # tcp/congestion/undo.py, likewise
+        self.frto = 0                     # F-RTO (RFC 5682) after an RTO: 0 off, 1 on, 2 send new data
 
         self.ack_pending = 0          # 0 none, 1 delayed, 2 now
         self.quick = 0
@@ -736,6 +743,8 @@ class TcpConnection:
             if self.ca_state == CA_OPEN:
                 self.ca_state = CA_LOSS
                 self.recovery_point = self.snd_nxt
+                if self.undo is not None:
+                    self.undo.clear()         # not a congestion loss: nothing to undo (Linux)
             self.force_rtx = True
             self._output(now)
 
@@ -1225,6 +1234,15 @@ class TcpConnection:
         seq = hdr.seq
         una = self.snd_una
         win_changed = False
+        # (for PRR's DeliveredData and SafeACK, RFC 9937 section 4)
+        sacked0 = self.sb.sacked if self.sack_ok else self.reno_sacked
+        lost0 = self.lost_end
+        if self.frto and self.ca_state == CA_LOSS:
+            # (F-RTO: retransmitted and not yet acknowledged; SACKed below the recovery point)
+            rtx_out = (self.high_rxt - una) & MASK
+            if rtx_out >= HALF:
+                rtx_out = 0
+            frto_sacked0 = self.sb.sacked_in(una, 0, (self.recovery_point - una) & MASK)
         # RFC 9293 3.10.7.4: update the send window if SND.UNA =< SEG.ACK and the segment is
         # newer (SND.WL1 < SEG.SEQ, or equal and SND.WL2 =< SEG.ACK).
         if seq_ge(ack, una):
@@ -1244,12 +1262,15 @@ class TcpConnection:
                 self.snd_wl1 = seq
                 self.snd_wl2 = ack
         newly_sacked = 0
+        dsack = None
         if self.sack_ok:
             blocks = hdr.options.sack_blocks
             if blocks:
-                newly_sacked, dsack = self.sb.update(blocks, una, self.snd_nxt)
-                if dsack:
+                newly_sacked, dsack = self.sb.update(blocks, una, self.snd_nxt, ack)
+                if dsack is not None:
                     self.counters["TCPDSACKRecv"] += 1
+                    if self.undo is not None:
+                        self.undo.on_dsack(dsack[0], dsack[1], self.mss)
         acked = (ack - una) & MASK
         self.probes_out = 0                       # Linux tcp_ack: any valid ACK
         if acked and acked < HALF:
@@ -1265,6 +1286,11 @@ class TcpConnection:
                     # Linux tcp_add_reno_sack: each dupack means one segment left the network
                     out = (self.snd_nxt - una) & MASK
                     self.reno_sacked = min(self.reno_sacked + self.mss, max(out - self.mss, 0))
+        if self.frto and self.ca_state == CA_LOSS:
+            adv = acked if acked < HALF else 0
+            una2 = self.snd_una
+            below = self.sb.sacked_in(una2, 0, (self.recovery_point - una2) & MASK)
+            self._frto_ack(adv + below - frto_sacked0, rtx_out, adv, newly_sacked, now)
         # Loss detection (RFC 5681 3.2 / RFC 6675 5: DupThresh dupacks or IsLost(SND.UNA))
         ca = self.ca_state
         if ca == CA_OPEN:
@@ -1285,6 +1311,46 @@ class TcpConnection:
                 self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
             if newly_sacked and self.rtx_marks:
                 self._mark_lost_retrans()
+        if self.ca_state == CA_RECOVERY:
+            if self.undo is not None and self.undo.all_dsacked():
+                # every retransmission was DSACKed: the losses were reordering (Linux
+                # tcp_try_undo_dsack, then tcp_try_to_open)
+                self._exit_recovery(now, "TCPDSACKUndo")
+            elif self.cc is not None:
+                adv = acked if acked < HALF else 0
+                delivered = adv + (self.sb.sacked if self.sack_ok else self.reno_sacked) - sacked0
+                self.cwnd_reduction(delivered, bool(adv) and self.lost_end == lost0 and not (
+                    self.relost and newly_sacked))
+        elif dsack is not None and ca == CA_OPEN and self.undo is not None and self.undo.all_dsacked():
+            # the DSACKs came after recovery (or the RTO's loss state) ended: undo still
+            # (Linux tcp_try_undo_dsack in the Open/Disorder states)
+            self._exit_recovery(now, "TCPDSACKUndo")
+
+    def _frto_ack(self, delivered: int, rtx_out: int, adv: int, newly_sacked: int, now: float) -> None:
+        """F-RTO, the SACK-enhanced version (RFC 5682 section 3; Linux ``tcp_process_loss`` with
+        ``tp->frto``): after an RTO, an ACK or SACK for data that was never retransmitted shows
+        the timeout was spurious (undo: TCPSpuriousRTOs, TCPLossUndo).  The first ACK that
+        advances SND.UNA before anything new was sent lets two new segments go out instead of
+        retransmissions (step 2b); what the ACKs after them say decides (step 3).  ``delivered``:
+        bytes below the recovery point (SND.NXT at the timeout, or at step 2b) this ACK newly
+        acknowledged or SACKed; ``rtx_out``: bytes retransmitted and not acknowledged before it
+        -- more delivered than that means originals arrived (Linux ``FLAG_ORIG_SACK_ACKED``,
+        which also counts only data up to ``high_seq``)."""
+        una = self.snd_una
+        if delivered > rtx_out:
+            self.counters["TCPSpuriousRTOs"] += 1
+            self._exit_recovery(now, "TCPLossUndo")          # step 3b (and Linux's SACK variant)
+            return
+        if seq_gt(self.snd_nxt, self.recovery_point):
+            if newly_sacked or not adv:
+                self.frto = 0                                 # step 3a: the loss was real
+        elif adv:
+            # step 2b: send new data, if there is any and the window allows, else go back to the
+            # conventional recovery
+            self.recovery_point = self.snd_nxt
+            avail = (self.sndbuf.end_seq - self.snd_nxt) & MASK
+            room = (una + self.snd_wnd - self.snd_nxt) & MASK
+            self.frto = 2 if 0 < avail < HALF and 0 < room < HALF else 0
 
     def _mark_lost_retrans(self) -> None:
         """Lost retransmission detection (Linux tcp_mark_lost_retrans, the pre-RACK form of
@@ -1361,8 +1427,16 @@ class TcpConnection:
             if cc is not None:
                 cc.on_ack(freed or acked, rtt, now, prior_in_flight, acks)
         elif ca == CA_RECOVERY:
+            undo = self.undo
             if seq_ge(ack, self.recovery_point):
-                self._exit_recovery(now)
+                # full ACK: undo if the retransmissions were spurious (Linux
+                # tcp_try_undo_recovery), else cwnd = ssthresh
+                self._exit_recovery(now, "TCPFullUndo" if undo is not None and undo.may_undo(tsecr) else None)
+            elif (undo is not None and undo.undo_marker is not None and undo.packet_delayed(tsecr)
+                  and not seq_gt(self.high_rxt, ack)):
+                # a partial ACK of originals (Eifel) with no retransmission outstanding
+                # (Linux tcp_try_undo_partial)
+                self._exit_recovery(now, "TCPPartialUndo")
             else:
                 # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is lost
                 self.high_rxt = seq_max(self.high_rxt, ack)
@@ -1370,6 +1444,10 @@ class TcpConnection:
                 self.dupacks = 0
                 if not self.sb.is_sacked(ack, 0):
                     self.force_rtx = True
+        elif self.undo is not None and self.undo.may_undo(tsecr):
+            # CA_LOSS and the timeout was spurious: the ACK echoes an original (Eifel) or every
+            # retransmission was DSACKed (Linux tcp_try_undo_loss)
+            self._exit_recovery(now, "TCPLossUndo")
         else:   # CA_LOSS: slow start retransmission after an RTO
             if cc is not None:
                 cc.on_ack(freed or acked, rtt, now, prior_in_flight, acks)
@@ -1457,8 +1535,13 @@ class TcpConnection:
             self.counters["TCPSackRecovery"] += 1
         else:
             self.counters["TCPRenoRecovery"] += 1
+        undo = self.undo
+        if undo is None:
+            undo = self.undo = RecoveryUndo()
+        undo.start(self.snd_una)                       # (Linux tcp_init_undo)
         if self.cc is not None:
             self.cc.on_congestion_event(now, self._pipe())
+            self.init_cwnd_reduction()
         self.rtt_time = None
         self.rtx_marks = ()
         self.relost = ()
@@ -1468,15 +1551,52 @@ class TcpConnection:
             self._arm(self._t_rtx, now + self.rtt.rto)
         self.force_rtx = True            # RFC 6675 (4.3): retransmit the first segment now
 
-    def _exit_recovery(self, now: float) -> None:
+    def _exit_recovery(self, now: float, undo: str | None = None) -> None:
+        """Leave recovery or the loss state (also from the open state after a late DSACK undo).
+
+        ``undo``: the reduction was spurious; the MIB counter to count it under (TCPFullUndo,
+        TCPPartialUndo, TCPDSACKUndo, TCPLossUndo, as Linux): the window before the reduction
+        comes back (Linux tcp_undo_cwnd_reduction) and what was marked lost is not retransmitted.
+        Otherwise the congestion control ends the reduction (``cwnd = ssthresh`` after fast
+        recovery, the PRR end state, RFC 9937 section 4)."""
         self.ca_state = CA_OPEN
         self.dupacks = 0
         self.reno_sacked = 0
         self.rtx_marks = ()
         self.relost = ()
+        self.frto = 0
+        self.force_rtx = False if undo else self.force_rtx
         self.high_rxt = self.lost_end = self.snd_una
-        if self.cc is not None:
+        if undo:
+            self.counters[undo] += 1
+            if self.undo is not None:
+                self.undo.clear()
+            if self.cc is not None:
+                self.cc.undo(now)
+        elif self.cc is not None:
             self.cc.on_recovery_exit(now)
+
+    def init_cwnd_reduction(self) -> None:
+        """Start a PRR reduction (RFC 9937 section 4; Linux ``tcp_init_cwnd_reduction``), after
+        the congestion control set ``ssthresh``.  For fast recovery and, later, ECN's CWR
+        (Linux ``tcp_enter_cwr`` shares ``tcp_cwnd_reduction``): call this on entry, then
+        :meth:`cwnd_reduction` per ACK, and ``cc.on_recovery_exit`` at the end."""
+        prr = self.prr
+        if prr is None:
+            prr = self.prr = Prr()
+        prr.start((self.snd_nxt - self.snd_una) & MASK)
+
+    def cwnd_reduction(self, delivered: int, safe_ack: bool) -> None:
+        """One ACK during a PRR reduction (Linux ``tcp_cwnd_reduction``): ``delivered`` is its
+        DeliveredData in bytes, ``safe_ack`` RFC 9937's SafeACK.  Sets ``cwnd = pipe +
+        sndcnt``, so ``_output`` sends exactly what PRR allows; an ACK that delivered nothing
+        changes nothing (RFC 9937 section 4) unless nothing was sent yet (the fast retransmit)."""
+        prr = self.prr
+        if prr is None or (delivered <= 0 and prr.prr_out):
+            return
+        pipe = self._pipe()
+        cc = self.cc
+        cc.cwnd = pipe + prr.sndcnt(delivered if delivered > 0 else 0, pipe, cc.ssthresh, self.mss, safe_ack)
 
     def _pipe(self) -> int:
         """RFC 6675 pipe (Linux tcp_packets_in_flight in bytes): outstanding minus SACKed minus
@@ -1978,7 +2098,7 @@ class TcpConnection:
         una = self.snd_una
         pipe = -1
         # ---- retransmissions in recovery / loss
-        if self.ca_state != CA_OPEN or self.force_rtx:
+        if (self.ca_state != CA_OPEN or self.force_rtx) and self.frto != 2:
             relost = self.relost
             while relost:
                 s, e = relost[0]
@@ -2045,7 +2165,7 @@ class TcpConnection:
         snd_wnd_end = (una + self.snd_wnd) & MASK
         pipe = self._pipe()
         counters = self.counters
-        nxt = self.snd_nxt
+        nxt = nxt0 = self.snd_nxt
         rto_due = False
         while True:
             avail = (buf_end - nxt) & MASK
@@ -2152,8 +2272,13 @@ class TcpConnection:
             else:                                     # one segment: the plain path is shorter
                 seq, flags, parts, n = burst[0]
                 self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
+        if self.frto == 2:
+            self.frto = 1                 # (F-RTO step 2b done: the next ACK decides)
         if sent_new:
             self.last_send = now
+            if self.ca_state != CA_OPEN and self.prr is not None:
+                # PRR counts new data too (in any reduction state: recovery, an ECN CWR)
+                self.prr.prr_out += (self.snd_nxt - nxt0) & MASK
             if not (self.sack_ok and self.ca_state == CA_OPEN and self._schedule_tlp(now, rto_due)) and rto_due:
                 self.wheel.arm(self._t_rtx, now + self.rtt.rto)
         # ---- zero window: persist timer (RFC 9293 3.8.6.1, Linux tcp_check_probe_timer)
@@ -2183,6 +2308,10 @@ class TcpConnection:
         self._transmit(seq, data, flags, now)
         self.retransmits += 1
         self.counters["RetransSegs"] += 1
+        if self.undo is not None and self.undo.undo_marker is not None:
+            self.undo.on_retransmit(seq, end, 1, self._tsval(now) if self.ts_ok else None)
+        if self.ca_state != CA_OPEN and self.prr is not None:
+            self.prr.prr_out += d + (1 if flags & FIN else 0)      # (PRR: sent during a reduction)
         if self.ca_state == CA_RECOVERY and self.sack_ok and not timeout:
             if not self.rtx_marks:
                 self.rtx_marks = []
@@ -2268,6 +2397,13 @@ class TcpConnection:
             self._negative_advice(now)
         # RFC 5681 3.1 / RFC 6298 5.5-5.6: collapse cwnd, back off, retransmit the head;
         # Linux enters CA_Loss and retransmits everything not SACKed in slow start.
+        if self.ca_state == CA_OPEN:
+            undo = self.undo                          # (Linux tcp_enter_loss -> tcp_init_undo;
+            if undo is None:                          # from recovery its marker is kept)
+                undo = self.undo = RecoveryUndo()
+            undo.start(self.snd_una)
+        # F-RTO (RFC 5682; Linux tcp_enter_loss: not for the first timeout of a fast recovery)
+        self.frto = 1 if self.sack_ok and self.ca_state != CA_RECOVERY else 0
         if self.cc is not None:
             self.cc.on_rto(now, self._pipe())
         self.ca_state = CA_LOSS

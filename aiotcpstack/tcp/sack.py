@@ -26,24 +26,31 @@ class SackScoreboard:
         self.blocks = ()
         self.sacked = 0
 
-    def update(self, sack_blocks, snd_una: int, snd_nxt: int) -> tuple[int, bool]:
-        """Merge received SACK blocks.  Returns ``(newly_sacked_bytes, dsack_seen)``."""
+    def update(self, sack_blocks, snd_una: int, snd_nxt: int, ack: int | None = None) -> tuple[int, tuple | None]:
+        """Merge received SACK blocks.  Returns ``(newly_sacked_bytes, dsack)``: ``dsack`` is the
+        first block when it reports a duplicate (RFC 2883 section 4), else None -- the sender's
+        undo (tcp/congestion/undo.py) needs its range, not only that one came.  ``ack``: the
+        segment's cumulative ACK (RFC 2883: a first block below *it* is a duplicate, even when
+        the same ACK is what moves SND.UNA past the block; Linux compares with ``ack_seq``)."""
         outstanding = (snd_nxt - snd_una) & MASK
+        below = 0 if ack is None else (ack - snd_una) & MASK     # the ACK, relative to SND.UNA
+        if below >= 0x80000000:
+            below = 0
         newly = 0
-        dsack = False
+        dsack = None
         for i, (left, right) in enumerate(sack_blocks):
             rel_l = (left - snd_una) & MASK
             rel_r = (right - snd_una) & MASK
             if i == 0:
                 # RFC 2883 section 4: a first block below the cumulative ACK, or inside the
                 # second block, reports a duplicate.
-                if rel_r == 0 or rel_r >= 0x80000000:
-                    dsack = True
+                if rel_r <= below or rel_r >= 0x80000000:
+                    dsack = (left, right)
                     continue
                 if len(sack_blocks) > 1:
                     l2, r2 = sack_blocks[1]
                     if ((left - l2) & MASK) < 0x80000000 and ((r2 - right) & MASK) < 0x80000000:
-                        dsack = True
+                        dsack = (left, right)
                         continue
             if rel_l >= 0x80000000:          # starts below SND.UNA: clip
                 rel_l = 0

@@ -22,7 +22,8 @@ from test_tcp_live import MB, KernelServer, blob, kernel_client, our_client, sta
 pytestmark = pytest.mark.timeout(120)
 
 REPAIR = ("RetransSegs", "TCPTimeouts", "TCPSackRecovery", "TCPFastRetrans", "TCPLossProbes",
-          "TCPLostRetransmit", "TCPDSACKRecv", "TCPOFOQueue")
+          "TCPLostRetransmit", "TCPDSACKRecv", "TCPOFOQueue", "TCPFullUndo", "TCPPartialUndo",
+          "TCPDSACKUndo", "TCPLossUndo", "TCPSpuriousRTOs")
 
 
 def _show(label: str, nbytes: int, secs: float, counters: dict) -> None:
@@ -94,6 +95,10 @@ async def test_reordering_delay_dup_both_ways(lab_factory, mode: str) -> None:
     assert stats is not None and sum(stats["reordered"]) > 0 and sum(stats["dup"]) > 0, stats
     assert counters["TCPOFOQueue"] > 0            # we really received out-of-order data
     assert counters["InCsumErrors"] == 0
+    # reordering makes our sender enter recovery (PRR) for segments that were only late; the
+    # DSACKs / timestamps of the kernel's ACKs show it and the reductions are undone
+    assert counters["TCPSackRecovery"] > 0
+    assert sum(counters[k] for k in ("TCPFullUndo", "TCPPartialUndo", "TCPDSACKUndo", "TCPLossUndo")) > 0
 
 
 # shared mode only: a dedicated-mode Stack gets no routes (aio/stack.py takes the kernel's routes only

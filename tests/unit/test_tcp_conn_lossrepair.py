@@ -87,10 +87,13 @@ def test_tail_loss_probe_sends_last_segment_then_recovery_not_rto():
     assert len(out) == 1 and out[0].seq == seg(3) and len(out[0].payload) == MSS
     assert h.counters["TCPLossProbes"] == 1 and h.counters["TCPTimeouts"] == 0
     t = out[0].t
-    # its SACK: fast recovery retransmits 1 and 2 at once (RACK order: sent before the probe)
+    # its SACK: fast recovery marks 1 and 2 lost (RACK order: sent before the probe); PRR
+    # (RFC 9937) lets out what the ACK delivered: one segment, the next on the next ACK
     out = sack(h, t + 0.01, seg(1), (seg(3), seg(4)))
-    assert {s.seq for s in out} == {seg(1), seg(2)}
+    assert [s.seq for s in out] == [seg(1)]
     assert h.conn.ca_state == 3 and h.counters["TCPSackRecovery"] == 1
+    out = sack(h, t + 0.015, seg(2), (seg(3), seg(4)))
+    assert [s.seq for s in out] == [seg(2)]
     h.feed(t + 0.02, ".", 5001, seg(4))
     assert h.conn.ca_state == 0 and h.counters["TCPTimeouts"] == 0
 
@@ -106,7 +109,8 @@ def test_tail_loss_probe_prefers_new_data():
     assert probe[0].seq == seg(3) and len(probe[0].payload) == 100   # new data first (RFC 8985 7.3)
     assert h.counters["TCPLossProbes"] == 1 and h.counters["RetransSegs"] == 0
     out = sack(h, h.now + 0.01, seg(1), (seg(3), seg(3) + 100))
-    assert {s.seq for s in out} >= {seg(1), seg(2)}        # the probe's SACK starts fast recovery
+    # the probe's SACK starts fast recovery (PRR, RFC 9937: the fast retransmit first)
+    assert [s.seq for s in out] == [seg(1)] and h.conn.ca_state == 3
     h.feed(h.now + 0.01, ".", 5001, h.conn.snd_nxt)
     assert h.counters["TCPTimeouts"] == 0
 

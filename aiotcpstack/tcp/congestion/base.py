@@ -17,7 +17,8 @@ How a connection drives it (the kernel's ``tcp_ack`` / ``tcp_fastretrans_alert``
   (3 duplicate ACKs or SACK loss detection) [``tcp_enter_recovery``] and on ECN-CE
   [``tcp_enter_cwr``]: ``ssthresh`` = the algorithm's reduction (RFC 5681 3.2 step 2 /
   RFC 6582 3.2 step 2; RFC 9438 4.6 for CUBIC) and ``cwnd = ssthresh``, i.e. the window the
-  RFC 6675 pipe algorithm (or PRR, RFC 6937) fills during recovery. Senders that implement
+  RFC 6675 pipe algorithm fills during recovery (PRR, RFC 9937, then sets cwnd per ACK:
+  tcp/congestion/prr.py). Senders that implement
   RFC 5681/6582 NewReno window inflation instead call ``inflate()`` per duplicate ACK (and
   ``inflate(3)`` right after entry) and ``deflate(acked)`` on partial ACKs.
 * ``on_recovery_exit(now)`` when SND.UNA passes the recovery point (RFC 6582 3.2 step 6, full
