@@ -10,7 +10,16 @@ usual TCP options on a server socket:
   ``TCP_KEEPINTVL`` / ``TCP_KEEPCNT``, ``SO_RCVBUF``, ``SO_SNDBUF`` are mapped onto the
   listener's :class:`~aiotcpstack.tcp.config.TcpConfig` (i.e. the connections it accepts from
   then on, as options set on a listening socket are inherited by ``accept()``-ed ones);
-  ``SO_REUSEPORT`` / ``SO_REUSEADDR`` read back what ``create_server`` was given (setting them
+* ``IP_TTL``, ``IP_TOS``, ``IPV6_UNICAST_HOPS``, ``IPV6_TCLASS`` with Linux's semantics
+  (``do_ip_setsockopt`` / ``do_ipv6_setsockopt``, checked against the kernel): TTL -1 or 1..255,
+  hop limit -1..255 (-1: the stack's ``ip_default_ttl`` / ``ipv6_hop_limit``, which getsockopt
+  then reports); IP_TOS any int, its low byte kept; traffic class -1..255 (-1: 0); the two ECN bits
+  of both are cleared (TCP keeps them under its own control, ``__ip_sock_set_tos``; we do no ECN);
+  out of range: ``EINVAL``; IPv6-level options on an AF_INET socket: ``ENOPROTOOPT`` (set) /
+  ``EOPNOTSUPP`` (get), as Linux.  On a connection they take effect from its next segment,
+  retransmissions included; on a listener, for its SYN-ACKs and the connections it accepts;
+  the IPv4 options on an AF_INET6 socket are kept but, as in Linux for a non-mapped peer, unused;
+* ``SO_REUSEPORT`` / ``SO_REUSEADDR`` read back what ``create_server`` was given (setting them
   only records the value: the stack's own port table decides conflicts);
 * every other option, and every other socket method, is a clear ``OSError(ENOPROTOOPT)`` /
   ``AttributeError`` -- never a silent no-op.
@@ -26,6 +35,9 @@ __all__ = ["PseudoSocket"]
 
 _TCP = socket.IPPROTO_TCP
 _SOL = socket.SOL_SOCKET
+_IP = socket.IPPROTO_IP
+_IP6 = socket.IPPROTO_IPV6
+_ECN_MASK = 3            # INET_ECN_MASK: the low two bits of the TOS / traffic class
 
 #: (level, option) -> (TcpConfig field, kind)
 _CONFIG_OPTS: dict[tuple[int, int], tuple[str, str]] = {
@@ -38,6 +50,37 @@ for _name, _field in (("TCP_KEEPIDLE", "keepalive_time"), ("TCP_KEEPINTVL", "kee
                       ("TCP_KEEPCNT", "keepalive_probes")):
     if hasattr(socket, _name):
         _CONFIG_OPTS[(_TCP, getattr(socket, _name))] = (_field, "int")
+#: (level, option) -> TcpConfig field of the IP header options (checked by _ip_value)
+_IP_OPTS: dict[tuple[int, int], str] = {
+    (_IP, socket.IP_TTL): "ip_ttl",
+    (_IP, socket.IP_TOS): "ip_tos",
+    (_IP6, socket.IPV6_UNICAST_HOPS): "ipv6_unicast_hops",
+    (_IP6, socket.IPV6_TCLASS): "ipv6_tclass",
+}
+#: the stack default that getsockopt reports for a field left at -1
+_IP_DEFAULTS = {"ip_ttl": "ip_default_ttl", "ipv6_unicast_hops": "ipv6_hop_limit"}
+
+
+def _ip_value(field: str, value: int) -> int:
+    """The value Linux stores for ``setsockopt(field's option, value)`` on a TCP socket, or
+    ``OSError(EINVAL)``: ``IP_TTL`` -1 / 1..255; ``IPV6_UNICAST_HOPS`` -1..255; ``IP_TOS``
+    truncated to its low byte; ``IPV6_TCLASS`` -1..255 with -1 meaning 0; both TOS forms with
+    the ECN bits cleared (RFC 3168 6.1.1: ECN is the transport's; Linux masks them for TCP)."""
+    if field == "ip_ttl":
+        if value != -1 and not 1 <= value <= 255:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return value
+    if field == "ipv6_unicast_hops":
+        if not -1 <= value <= 255:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return value
+    if field == "ip_tos":
+        return value & 0xFF & ~_ECN_MASK
+    if not -1 <= value <= 255:                       # ipv6_tclass
+        raise OSError(errno.EINVAL, "Invalid argument")
+    return 0 if value == -1 else value & ~_ECN_MASK
+
+
 #: (level, option) -> flag name (recorded only)
 _FLAG_OPTS: dict[tuple[int, int], str] = {(_SOL, socket.SO_REUSEADDR): "reuse_address"}
 if hasattr(socket, "SO_REUSEPORT"):
@@ -45,7 +88,8 @@ if hasattr(socket, "SO_REUSEPORT"):
 
 
 def _opt_name(level: int, opt: int) -> str:
-    prefix = ("TCP_",) if level == _TCP else ("SO_",) if level == _SOL else ()
+    prefix = (("TCP_",) if level == _TCP else ("SO_",) if level == _SOL else ("IP_",) if level == _IP
+              else ("IPV6_",) if level == _IP6 else ())
     for name in dir(socket):
         if name.startswith(prefix) and getattr(socket, name) == opt:
             return name
@@ -99,6 +143,12 @@ class PseudoSocket:
         if key in _FLAG_OPTS:
             self._flags[_FLAG_OPTS[key]] = bool(value)
             return
+        if key in _IP_OPTS and self._get_config is not None and self._set_config is not None:
+            if level == _IP6 and self.family != socket.AF_INET6:
+                raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+            field = _IP_OPTS[key]
+            self._set_config(self._get_config().with_options(**{field: _ip_value(field, value)}))
+            return
         if key not in _CONFIG_OPTS or self._get_config is None or self._set_config is None:
             raise OSError(errno.ENOPROTOOPT, f"aiotcpstack pseudo-socket: {_opt_name(level, optname)} is not "
                           "supported (no kernel socket; use the Stack's options)")
@@ -113,6 +163,14 @@ class PseudoSocket:
         key = (level, optname)
         if key in _FLAG_OPTS:
             v = int(self._flags[_FLAG_OPTS[key]])
+        elif key in _IP_OPTS and self._get_config is not None:
+            if level == _IP6 and self.family != socket.AF_INET6:
+                raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+            field = _IP_OPTS[key]
+            cfg = self._get_config()
+            v = getattr(cfg, field)
+            if v == -1:
+                v = getattr(cfg, _IP_DEFAULTS[field])
         elif key in _CONFIG_OPTS and self._get_config is not None:
             field, _ = _CONFIG_OPTS[key]
             v = int(getattr(self._get_config(), field))

@@ -432,6 +432,12 @@ class TcpTransport(asyncio.Transport):
             if cfg.sndbuf != old.sndbuf:        # SO_SNDBUF set: fixed size (Linux: SOCK_SNDBUF_LOCK)
                 self._sndbuf = self._sndbuf_max = cfg.sndbuf
                 self._maybe_pause()
+            if (cfg.ip_ttl, cfg.ip_tos, cfg.ipv6_unicast_hops, cfg.ipv6_tclass) != \
+                    (old.ip_ttl, old.ip_tos, old.ipv6_unicast_hops, old.ipv6_tclass):
+                # IP_TTL / IP_TOS / IPV6_*: the route's header templates, from the next segment
+                route = self._stack.core.routes.get(conn)
+                if route is not None:
+                    route.apply_config(cfg)
             if cfg.keepalive and not old.keepalive and getattr(conn, "state", None) == "ESTABLISHED":
                 conn._arm(conn._t_ka, self._now() + cfg.keepalive_time)
                 self._stack_kick()

@@ -75,8 +75,10 @@ _SYN_PACK = struct.Struct("!HHIIHHHHHHIIII").pack
 _ETH_IP4_TCP_TS_PACK = struct.Struct("!14sBBHHHBBH4s4sHHIIHHHHIII").pack
 _ETH_IP6_TCP_TS_PACK = struct.Struct("!14sIHBB16s16sHHIIHHHHIII").pack
 _IP4_PACK = _IP4.pack
+_IP6_PACK = struct.Struct("!IHBB16s16s").pack          # version/TC/flow, length, next, hops, addresses
 _W2 = struct.Struct("!HH").unpack                       # an IPv4 address as two 16-bit words
-#: (lip, rip) -> Route's (_psb, _ipb) header-sum constants (pure functions of the pair), bounded
+#: (lip, rip) -> Route's header-sum constants (pure functions of the pair): the pseudo-header sum
+#: and, for IPv4, the sum of the header words that never change with TTL and TOS left out; bounded
 _ROUTE_SUMS: dict[tuple[bytes, bytes], tuple[int, int]] = {}
 _from_bytes = int.from_bytes
 _RAW_UNPACK = RAW.unpack_from
@@ -115,7 +117,8 @@ class Route:
     per segment).
     """
 
-    __slots__ = ("core", "lip", "rip", "v6", "neigh", "mss", "peer_mss", "conn", "local", "_psb", "_ipb")
+    __slots__ = ("core", "lip", "rip", "v6", "neigh", "mss", "peer_mss", "conn", "local", "_psb", "_ipb",
+                 "_ipb0", "ttl", "tos", "_vtf")
 
     def __init__(self, core: "NetworkCore", lip: bytes, rip: bytes, neigh: NeighbourEntry) -> None:
         self.core = core
@@ -136,18 +139,43 @@ class Route:
         self.conn: Any = None
         # header-template constants for output_ts: the pseudo-header sum of the addresses and
         # protocol (RFC 9293 3.1 / RFC 8200 8.1, mod-0xffff form) and, for IPv4, the sum of the
-        # header words that never change (version/IHL, DF, TTL 64 + protocol, addresses) --
-        # the same for every connection of an address pair: computed once per pair
+        # header words that never change (version/IHL, DF, protocol, addresses) -- the same for
+        # every connection of an address pair: computed once per pair; TTL and TOS are added
+        # per route by set_ip (they are per connection: IP_TTL / IP_TOS)
         key = (lip, rip) if type(lip) is bytes and type(rip) is bytes else None   # (hashable)
         sums = _ROUTE_SUMS.get(key) if key is not None else None
         if sums is None:
             sums = ((((_from_bytes(lip, "little") + _from_bytes(rip, "little")) % 0xFFFF) << 8) + IPPROTO_TCP,
-                    0 if self.v6 else (0x4500 + 0x4000 + 0x4006 + sum(_W2(lip)) + sum(_W2(rip))))
+                    0 if self.v6 else (0x4500 + 0x4000 + IPPROTO_TCP + sum(_W2(lip)) + sum(_W2(rip))))
             if key is not None:
                 if len(_ROUTE_SUMS) >= 1024:
                     _ROUTE_SUMS.clear()
                 _ROUTE_SUMS[key] = sums
-        self._psb, self._ipb = sums
+        self._psb, self._ipb0 = sums
+        self.set_ip(core.default_hop_limit if self.v6 else core.default_ttl, 0)
+
+    def set_ip(self, ttl: int, tos: int) -> None:
+        """The TTL / hop limit and TOS / traffic class of every segment from now on (RFC 9293
+        3.9.1.1 MUST-49, 3.9.1.9 MUST-48 / SHLD-21: changeable during the connection, effective
+        from the next segment, retransmissions included, as Linux's ``sk_dst_reset`` after
+        IP_TOS).  The header templates take them from here: the IPv4 constant sum ``_ipb``
+        (TOS in the low byte of the first word, TTL in the high byte of the TTL/protocol word)
+        and the IPv6 first word ``_vtf`` (traffic class in bits 20..27, RFC 8200 3 / 7), so the
+        per-segment cost does not change."""
+        if not 0 <= ttl <= 255 or not 0 <= tos <= 255:
+            raise ValueError(f"TTL / hop limit {ttl} or TOS / traffic class {tos} out of 0..255")
+        self.ttl = ttl
+        self.tos = tos
+        self._ipb = self._ipb0 + tos + (ttl << 8)
+        self._vtf = 0x60000000 | (tos << 20)
+
+    def apply_config(self, config: TcpConfig) -> None:
+        """``set_ip`` from a connection's (or listener's) config: its IP_TTL / IP_TOS or
+        IPV6_UNICAST_HOPS / IPV6_TCLASS, -1 resolved to the stack's default."""
+        core = self.core
+        ttl, tos = config.ip_fields(self.v6, core.default_ttl, core.default_hop_limit)
+        if ttl != self.ttl or tos != self.tos:
+            self.set_ip(ttl, tos)
 
     def limit(self) -> int:
         """Largest TCP header-options + payload size a segment may have (min of our link MSS and
@@ -246,6 +274,8 @@ class Route:
         add = frames.append
         if self.v6:
             eth = e.eth_header(ETH_P_IPV6, core.mac)
+            vtf = self._vtf
+            hops = self.ttl
             last = -1
             for seq, flags, parts, n in segs:
                 if n != last:                 # (a run of full frames shares its length fields)
@@ -253,7 +283,7 @@ class Route:
                     tcp_len = 32 + n
                     psum = _len_psum(psb, tcp_len)
                     gso = size if n > cm and n > size else 0
-                add((_ETH_IP6_TCP_TS_PACK(eth, 0x60000000, tcp_len, IPPROTO_TCP, 64, lip, rip, sport, dport, seq,
+                add((_ETH_IP6_TCP_TS_PACK(eth, vtf, tcp_len, IPPROTO_TCP, hops, lip, rip, sport, dport, seq,
                                           ack, 0x8000 | flags, window, psum, 0, 0x0101080A, tsval, tsecr),
                      parts, gso))
             gso_type = GSO_TCPV6
@@ -261,6 +291,8 @@ class Route:
         else:
             eth = e.eth_header(ETH_P_IP, core.mac)
             ipb = self._ipb
+            tos = self.tos
+            ttl = self.ttl
             ident = core._ident
             last = -1
             for seq, flags, parts, n in segs:
@@ -275,7 +307,7 @@ class Route:
                 c = cb + ident
                 c = (c & 0xFFFF) + (c >> 16)
                 c = (c & 0xFFFF) + (c >> 16)
-                add((_ETH_IP4_TCP_TS_PACK(eth, 0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP, c ^ 0xFFFF, lip, rip,
+                add((_ETH_IP4_TCP_TS_PACK(eth, 0x45, tos, total, ident, 0x4000, ttl, IPPROTO_TCP, c ^ 0xFFFF, lip, rip,
                                           sport, dport, seq, ack, 0x8000 | flags, window, psum, 0, 0x0101080A,
                                           tsval, tsecr),
                      parts, gso))
@@ -315,14 +347,15 @@ class Route:
                 or core.now - e.confirmed > core.neigh.reachable_time):
             return None
         if self.v6:
-            return e.eth_header(ETH_P_IPV6, core.mac) + build_ipv6_header(self.lip, self.rip, IPPROTO_TCP, tcp_len)
+            return e.eth_header(ETH_P_IPV6, core.mac) + _IP6_PACK(self._vtf, tcp_len, IPPROTO_TCP, self.ttl,
+                                                                   self.lip, self.rip)
         core._ident = ident = (core._ident + 1) & 0xFFFF
         total = 20 + tcp_len
         c = self._ipb + total + ident
         c = (c & 0xFFFF) + (c >> 16)
         c = (c & 0xFFFF) + (c >> 16)
-        return e.eth_header(ETH_P_IP, core.mac) + _IP4_PACK(0x45, 0, total, ident, 0x4000, 64, IPPROTO_TCP,
-                                                             c ^ 0xFFFF, self.lip, self.rip)
+        return e.eth_header(ETH_P_IP, core.mac) + _IP4_PACK(0x45, self.tos, total, ident, 0x4000, self.ttl,
+                                                             IPPROTO_TCP, c ^ 0xFFFF, self.lip, self.rip)
 
 
 class _Owner:
@@ -422,6 +455,10 @@ class NetworkCore:
         self.mss6 = mtu - 60 if cfg_mss == default_mss else min(cfg_mss, mtu - 60)
         self.config4 = self.config.with_options(mss=self.mss4)
         self.config6 = self.config.with_options(mss=self.mss6)
+        #: net.ipv4.ip_default_ttl / net.ipv6.conf.*.hop_limit: what a socket's -1 stands for
+        #: (validated by TcpConfig)
+        self.default_ttl = self.config.ip_default_ttl
+        self.default_hop_limit = self.config.ipv6_hop_limit
         # (PMTUD/ICMP issue) per-destination path MTU learned from ICMP (ip/pmtu.py)
         from .pmtu import PmtuCache
         self.pmtu = PmtuCache(mtu)
@@ -738,9 +775,15 @@ class NetworkCore:
 
     def _tw_output(self, tw: Any, hdr: TcpHeader) -> None:
         """A ``TimeWaitSock``'s ACK (rare: a retransmitted FIN, PAWS, a challenge ACK): through a
-        route made for it, as for a RST."""
+        route made for it, as for a RST.  It keeps the connection's TOS / traffic class and uses the
+        default TTL / hop limit, as Linux's TIME_WAIT ACK (``tw_tos`` / ``tw_tclass``, sent through
+        the per-netns control socket)."""
         rip = tw.remote[0]
-        self._tcp_output(Route(self, tw.local[0], rip, self.neigh.entry(self._next_hop(rip))), hdr, b"")
+        route = Route(self, tw.local[0], rip, self.neigh.entry(self._next_hop(rip)))
+        config = getattr(tw, "config", None)
+        if config is not None:
+            route.set_ip(route.ttl, config.ip_fields(route.v6, 0, 0)[1])
+        self._tcp_output(route, hdr, b"")
 
     def _release_tw(self, tw: Any) -> None:
         """A ``TimeWaitSock``'s TIME_WAIT ended (2MSL, or a SYN reopened the 4-tuple): its demux
@@ -829,7 +872,7 @@ class NetworkCore:
             reply = echo_reply_v4(payload, counters)
             if reply is not None:
                 self._send_l3_direct(src_mac, ETH_P_IP,
-                                     build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply),
+                                     build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply), self.default_ttl,
                                                        ident=self._next_ident(), df=False) + reply)
         elif self.dedicated:
             counters["IpInUnknownProtos"] += 1
@@ -912,7 +955,8 @@ class NetworkCore:
             reply = echo_reply_v6(payload, ip.src, ip.dst, counters)
             if reply is not None:
                 self._send_l3_direct(src_mac, ETH_P_IPV6,
-                                     build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply)) + reply)
+                                     build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply),
+                                                       self.default_hop_limit) + reply)
 
     def _gro_reorder(self, g: GroHold, seq: int, payload: Any, flags: int, tsval: int) -> bool:
         """A data segment of the held flow (same ACK, window, TSecr, flags ACK[|PSH]) that does
@@ -1249,11 +1293,12 @@ class NetworkCore:
             th = _tcp.build_tcp_header(hdr, len(payload), lip, rip)
             self.counters["IpOutRequests"] += 1
             if route.v6:
-                iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(th) + len(payload))
+                iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(th) + len(payload), route.ttl, route.tos)
                 ethertype = ETH_P_IPV6
                 gso_type = GSO_TCPV6 if gso_size else 0
             else:
-                iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(th) + len(payload), 64, self._next_ident(), True)
+                iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(th) + len(payload), route.ttl, self._next_ident(),
+                                        True, route.tos)
                 ethertype = ETH_P_IP
                 gso_type = GSO_TCPV4 if gso_size else 0
             eth = e.eth_header(ethertype, self.mac)
@@ -1262,11 +1307,11 @@ class NetworkCore:
         seg = self.build_tcp(hdr, payload, lip, rip, "partial" if vnet else "full")
         self.counters["IpOutRequests"] += 1
         if route.v6:
-            iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg))
+            iph = build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg), route.ttl, route.tos)
             ethertype = ETH_P_IPV6
             gso_type = GSO_TCPV6 if gso_size else 0
         else:
-            iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), 64, self._next_ident(), True)
+            iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), route.ttl, self._next_ident(), True, route.tos)
             ethertype = ETH_P_IP
             gso_type = GSO_TCPV4 if gso_size else 0
         e = route.neigh
@@ -1314,10 +1359,11 @@ class NetworkCore:
         self.counters["IpOutRequests"] += 1
         if route.v6:
             frame = b"".join((_ETH.pack(self.mac, _LO_MAC, ETH_P_IPV6),
-                              build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg)), seg))
+                              build_ipv6_header(lip, rip, IPPROTO_TCP, len(seg), route.ttl, route.tos), seg))
         else:
             frame = b"".join((_ETH.pack(self.mac, _LO_MAC, ETH_P_IP),
-                              build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), 64, self._next_ident(), True), seg))
+                              build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), route.ttl, self._next_ident(), True,
+                                                route.tos), seg))
         q = self._loop_q
         q.append((frame, True))
         if len(q) == 1 and self.loopback_hook is not None:
@@ -1519,9 +1565,11 @@ class NetworkCore:
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip) if next_hop is None else next_hop))
         if peer_syn is not None and peer_syn.options.mss:
             route.peer_mss = peer_syn.options.mss
+        config = self.config_for(rip, config)
+        route.apply_config(config)           # IP_TTL / IP_TOS (IPv6: hop limit, traffic class)
         iss = (self._isn if self._isn is not None else self._isn_gen()).isn(lip, lport, rip, rport, now)
         return self._add_conn(key, lport, route, lambda: TcpConnection(
-            config=self.config_for(rip, config), wheel=self.wheel, counters=self.counters,
+            config=config, wheel=self.wheel, counters=self.counters,
             local=(lip, lport), remote=(rip, rport), iss=iss, output=route.output, handler=handler,
             release=self._release_cb, ts_offset=self._ts_offset(lip, lport, rip, rport), now=now))
 
@@ -1713,8 +1761,14 @@ class NetworkCore:
             self.wake(conn, self._now())
 
     def _listener_send(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload: bytes | memoryview) -> None:
-        """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself."""
+        """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself.  They carry
+        the listener's TTL / TOS (IP_TTL, IP_TOS, IPV6_UNICAST_HOPS, IPV6_TCLASS set on it), as
+        Linux's ``tcp_v4_send_synack`` / ``tcp_v6_send_synack`` use the listening socket's."""
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        listener = self.demux.listener_for(lip, hdr.src_port)
+        if listener is not None:
+            config_for = listener.config_for
+            route.apply_config(config_for(rip) if config_for is not None else listener.config)
         self._tcp_output(route, hdr, payload)
 
     def _make_child(self, *, config: TcpConfig, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -1737,6 +1791,7 @@ class NetworkCore:
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
         if syn.options.mss:
             route.peer_mss = syn.options.mss
+        route.apply_config(config)     # inherited from the listener (inet_csk_clone_lock copies them)
         return self._add_conn(key, lport, route, lambda: TcpConnection.from_request(
             config=config, wheel=self.wheel, counters=self.counters, local=(lip, lport), remote=(rip, rport),
             iss=iss, syn=syn, output=route.output, handler=None, release=self._release_cb,

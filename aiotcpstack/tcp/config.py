@@ -56,6 +56,47 @@ class TcpConfig:
     mtu_probe_floor: int = 48
     retries1: int = 3
 
+    # IP header fields of our segments (RFC 9293 3.9.1.1 MUST-49, 3.9.1.9 MUST-48/SHLD-21/SHLD-22;
+    # RFC 1122 4.2.2.19; RFC 2474).  Stack-wide defaults, as the sysctls (read from the stack's
+    # config only, like the per-netns sysctls): net.ipv4.ip_default_ttl, net.ipv6.conf.*.hop_limit.
+    ip_default_ttl: int = 64
+    ipv6_hop_limit: int = 64
+    # Per socket (the pseudo-socket's IP_TTL / IP_TOS / IPV6_UNICAST_HOPS / IPV6_TCLASS): -1 means
+    # the stack default (Linux inet->uc_ttl / np->hop_limit); the TOS / traffic class as set,
+    # its two ECN bits always 0 (Linux keeps those under TCP's control, and we do no ECN).
+    # IPv4 connections use ip_ttl / ip_tos, IPv6 ones ipv6_unicast_hops / ipv6_tclass.
+    ip_ttl: int = -1
+    ip_tos: int = 0
+    ipv6_unicast_hops: int = -1
+    ipv6_tclass: int = 0
+
+    def __post_init__(self) -> None:
+        """Reject IP header values the wire cannot carry, with the field's name (a bad sysctl
+        write fails with EINVAL; here at construction, not at the first segment)."""
+        for name in ("ip_default_ttl", "ipv6_hop_limit"):
+            v = getattr(self, name)
+            if type(v) is not int or not 1 <= v <= 255:
+                raise ValueError(f"{name} must be an int in 1..255, got {v!r}")
+        for name, lo in (("ip_ttl", 1), ("ipv6_unicast_hops", 0)):
+            v = getattr(self, name)
+            if type(v) is not int or not (v == -1 or lo <= v <= 255):
+                raise ValueError(f"{name} must be -1 (the stack default) or an int in {lo}..255, got {v!r}")
+        for name in ("ip_tos", "ipv6_tclass"):
+            v = getattr(self, name)
+            if type(v) is not int or not 0 <= v <= 255 or v & 3:
+                raise ValueError(f"{name} must be an int in 0..255 with the two ECN bits clear "
+                                 f"(DSCP << 2), got {v!r}")
+
+    def ip_fields(self, v6: bool, default_ttl: int, default_hop_limit: int) -> tuple[int, int]:
+        """``(ttl or hop limit, tos or traffic class)`` of this connection's segments, the
+        defaults (-1) resolved against the stack's (as Linux ``ip_select_ttl`` /
+        ``ip6_dst_hoplimit``)."""
+        if v6:
+            h = self.ipv6_unicast_hops
+            return (h if h >= 0 else default_hop_limit), self.ipv6_tclass
+        t = self.ip_ttl
+        return (t if t >= 0 else default_ttl), self.ip_tos
+
     def with_options(self, **kw: object) -> "TcpConfig":
         """A copy with some fields changed (per-connection overrides)."""
         return replace(self, **kw)

@@ -75,7 +75,7 @@ def test_server_pseudo_socket_options() -> None:
         assert (cfg.rcvbuf, cfg.sndbuf) == (65536, 32768)
         # everything else: a clear error, never a silent no-op
         with pytest.raises(OSError) as ei:
-            ps.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
+            ps.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)    # (datagram-only in Linux)
         assert ei.value.errno == errno.ENOPROTOOPT and "not supported" in str(ei.value)
         with pytest.raises(OSError):
             ps.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER)
