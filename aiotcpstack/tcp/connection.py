@@ -718,6 +718,7 @@ class TcpConnection:
             "wscale": (self.snd_wscale, self.rcv_wscale) if self.ws_ok else None,
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
+            "ecn": bool(self.ecn),                    # negotiated (RFC 3168; ss -i "ecn")
             # the pending ICMP soft error (errno, 0: none), readable at any time as Linux's
             # SO_ERROR reads sk_err_soft (RFC 1122 4.2.3.9, RFC 9293 SHLD-25 / MUST-47); void
             # once the connection made progress, as Linux clears it on a new ACK

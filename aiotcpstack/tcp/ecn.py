@@ -31,6 +31,13 @@ congestion without a loss, so the sender reduces its window without a retransmis
   ``tcp_enter_quickack_mode(sk, 2)``: the sender's window may be tiny).  A data segment with CWR
   is ACKed at once too (``tcp_ecn_accept_cwr``).
 
+Differences from Linux, all small: CE is honoured on any data segment of the connection (Linux:
+only on data it queues, i.e. in-window); Linux's extra quick ACK for a Not-ECT segment after ECT
+ones (a likely retransmission) and its refusal of an ECT-marked SYN are not done (the listener does
+not see the IP header); ``getsockopt(IP_TOS)`` does not show the ECT bit.  A GSO super-frame with
+CWR keeps it on its first segment only when split (the kernel's ``tcp_gso_segment``; our software
+split in ``NetworkCore._tcp_output`` likewise).
+
 Counters: Linux has no MIB entries for these events (no ``TCPECN*`` in /proc/net/netstat);
 ours are ``TcpEcnCeRecv`` (CE marks received that started an ECE period) and ``TcpEcnCwr``
 (window reductions on ECE).

@@ -1,7 +1,7 @@
 """ECN in the network core (RFC 3168 5 / 6.1; ip/core.py, tcp/ecn.py): an ECN connection's new
 data leaves with ECT(0) in the IP header and its ACKs with Not-ECT, on the general path, the
-one-pack path (output_ts) and the burst path alike, the DSCP bits (IP_TOS) kept; the ECN-setup
-SYN's one-pack frame is the general path's; a received CE mark reaches TCP -- never merged by
+one-pack path (output_ts) and the burst path alike, the DSCP bits (IP_TOS) kept (the ECN-setup
+SYN's one-pack frame: tests/unit/test_ip_output_ts.py); a received CE mark reaches TCP -- never merged by
 software GRO with the unmarked segments of its batch, which are merged as before -- and the next
 ACK carries ECE, with GRO on and off alike; CE on a connection without ECN changes nothing."""
 from __future__ import annotations
@@ -133,22 +133,6 @@ def test_no_ecn_no_ect(fast: bool) -> None:
     c.conn.send(b"x" * 20000, 0.02)
     sent = c.out()
     assert sent and all(tos == 0 for tos, _h, _n in sent)
-
-
-@pytest.mark.parametrize("v6", [False, True])
-def test_ecn_setup_syn_one_pack_same_bytes_as_the_general_path(v6: bool) -> None:
-    rng = random.Random(5 + v6)
-    for _ in range(50):
-        core, route, sent = make(v6, rng)
-        sport, dport, iss = rng.randrange(1, 65536), rng.randrange(1, 65536), rng.getrandbits(32)
-        win, mss, ws, tsval = rng.randrange(0, 65536), rng.randrange(88, 65536), rng.randrange(0, 15), rng.getrandbits(32)
-        core._ident = ident0 = rng.randrange(0, 65536)
-        assert route.output_syn(sport, dport, iss, win, mss, ws, tsval, SYN | ECE | CWR)
-        fast = sent.pop()
-        core._ident = ident0
-        route.output(TcpHeader(sport, dport, iss, 0, SYN | ECE | CWR, win, TcpOptions(mss, ws, True, (), (tsval, 0))),
-                     b"")
-        assert sent.pop() == fast and not sent
 
 
 def test_route_ecn_bits_survive_set_ip_and_apply_config() -> None:

@@ -15,6 +15,8 @@ from aiotcpstack.tcp.listener import Listener
 from aiotcpstack.tcp.timer_wheel import TimerWheel
 from aiotcpstack.wire.tcp import ACK, CWR, ECE, PSH, SYN, TcpHeader, TcpOptions
 
+from aiotcpstack.tools.ss import detail_line
+
 from tcp_harness import Harness, Sent
 
 MASK = 0xFFFFFFFF
@@ -82,6 +84,9 @@ def test_active_negotiation(ecn: int, answer: int) -> None:
     assert syn.hdr.flags & (ECE | CWR) == (ECE | CWR if ecn == 1 else 0)
     # ... and only an ECN-setup SYN-ACK (ECE without CWR) answers it
     assert bool(h.conn.ecn) == (ecn == 1 and answer & (ECE | CWR) == ECE)
+    snap = h.conn.snapshot()
+    assert snap["ecn"] == bool(h.conn.ecn)                         # tcp_info / ss -i "ecn"
+    assert ("ecn" in detail_line(snap).split()) == snap["ecn"]
 
 
 @pytest.mark.parametrize("ecn", [0, 1, 2])
