@@ -14,7 +14,8 @@ usual TCP options on a server socket:
   (``do_ip_setsockopt`` / ``do_ipv6_setsockopt``, checked against the kernel): TTL -1 or 1..255,
   hop limit -1..255 (-1: the stack's ``ip_default_ttl`` / ``ipv6_hop_limit``, which getsockopt
   then reports); IP_TOS any int, its low byte kept; traffic class -1..255 (-1: 0); the two ECN bits
-  of both are cleared (TCP keeps them under its own control, ``__ip_sock_set_tos``; we do no ECN);
+  of both are cleared (TCP keeps them under its own control, ``__ip_sock_set_tos``: ECT(0) on
+  new data of an ECN connection, tcp/ecn.py);
   out of range: ``EINVAL``; IPv6-level options on an AF_INET socket: ``ENOPROTOOPT`` (set) /
   ``EOPNOTSUPP`` (get), as Linux.  On a connection they take effect from its next segment,
   retransmissions included; on a listener, for its SYN-ACKs and the connections it accepts;

@@ -43,13 +43,14 @@ from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
 from ..wire.ipv6 import IPV6_HLEN, build_ipv6_header
-from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
+from ..wire.tcp import ACK, CWR, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, ANY4, ANY6, DemuxTable
 from .gro import MAX_RUNS, RAW, RAW_LEN, GroHold, continues, in_order, raw_key
 from ..tcp.listener import Listener
 from ..tcp.state import ESTABLISHED as _ESTABLISHED
 from ..tcp.connection import CA_OPEN as _CA_OPEN
 from .reassembly import Reassembler
+from ..tcp.ecn import ce_received as _ce_received
 from .neighbour import REACHABLE, NeighbourEntry, NeighbourTable
 from .routing import RoutingTable
 
@@ -85,6 +86,7 @@ _ROUTE_SUMS: dict[tuple[bytes, bytes], tuple[int, int]] = {}
 _from_bytes = int.from_bytes
 _RAW_UNPACK = RAW.unpack_from
 _StructError = struct.error
+_PORTS = struct.Struct("!HH").unpack_from
 _HP_FLAGS = ~PSH & 0xFF                                  # only ACK (and PSH) may be set
 _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
 _MASK32 = 0xFFFFFFFF
@@ -120,7 +122,7 @@ class Route:
     """
 
     __slots__ = ("core", "lip", "rip", "v6", "neigh", "mss", "peer_mss", "conn", "local", "_psb", "_ipb",
-                 "_ipb0", "ttl", "tos", "_vtf")
+                 "_ipb0", "ttl", "tos", "_vtf", "ecn")
 
     def __init__(self, core: "NetworkCore", lip: bytes, rip: bytes, neigh: NeighbourEntry) -> None:
         self.core = core
@@ -154,6 +156,7 @@ class Route:
                     _ROUTE_SUMS.clear()
                 _ROUTE_SUMS[key] = sums
         self._psb, self._ipb0 = sums
+        self.ecn = 0
         self.set_ip(core.default_hop_limit if self.v6 else core.default_ttl, 0)
 
     def set_ip(self, ttl: int, tos: int) -> None:
@@ -171,11 +174,20 @@ class Route:
         self._ipb = self._ipb0 + tos + (ttl << 8)
         self._vtf = 0x60000000 | (tos << 20)
 
+    def set_ecn(self, bits: int) -> None:
+        """The two ECN bits of the TOS / traffic class from now on (RFC 3168 5: 0 Not-ECT, 2
+        ECT(0)), under TCP's control (tcp/ecn.py: ECT(0) on new data of an ECN connection, as
+        Linux ``INET_ECN_xmit`` / ``INET_ECN_dontxmit``); the DSCP bits set by ``set_ip`` stay.
+        Called only when they change: the templates are rebuilt as by ``set_ip``."""
+        self.ecn = bits
+        self.set_ip(self.ttl, (self.tos & 0xFC) | bits)
+
     def apply_config(self, config: TcpConfig) -> None:
         """``set_ip`` from a connection's (or listener's) config: its IP_TTL / IP_TOS or
         IPV6_UNICAST_HOPS / IPV6_TCLASS, -1 resolved to the stack's default."""
         core = self.core
         ttl, tos = config.ip_fields(self.v6, core.default_ttl, core.default_hop_limit)
+        tos |= self.ecn                      # (the ECN bits are TCP's: set_ecn)
         if ttl != self.ttl or tos != self.tos:
             self.set_ip(ttl, tos)
 
@@ -322,17 +334,18 @@ class Route:
 
 
     def output_syn(self, sport: int, dport: int, iss: int, window: int, mss: int, wscale: int,
-                   tsval: int) -> bool:
+                   tsval: int, flags: int = SYN) -> bool:
         """Our SYN with Linux's usual option block -- MSS, SACK-permitted + timestamps (TSecr 0),
         NOP + window scale: 40 header bytes -- packed in one go like ``output_ts`` (the bytes
         ``_tcp_output`` -> ``_emit`` build for that header; tests/unit/test_ip_output_ts.py
-        compares them).  False, having sent nothing, where the general path is needed."""
+        compares them).  ``flags``: SYN, with ECE|CWR for an ECN-setup SYN (RFC 3168 6.1.1).
+        False, having sent nothing, where the general path is needed."""
         l2l3 = self._l2l3(40)
         if l2l3 is None:
             return False
         self.core.counters["IpOutRequests"] += 1
         psum = _len_psum(self._psb, 40)
-        th = _SYN_PACK(sport, dport, iss, 0, 0xA000 | SYN, window, psum, 0,
+        th = _SYN_PACK(sport, dport, iss, 0, 0xA000 | flags, window, psum, 0,
                        0x0204, mss, 0x0402080A, tsval, 0, 0x01030300 | wscale)
         self.core.transmit_tcp(l2l3, th, b"", 0, 0)
         return True
@@ -666,7 +679,10 @@ class NetworkCore:
                         self._rx_ipv4(mv[14:], trusted, src, now, True)
                         return
                     if proto == IPPROTO_TCP:
-                        rx_tcp(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
+                        if _tos & 3 == 3:           # CE (RFC 3168 5): never merged, TCP told
+                            self._rx_tcp_ce(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
+                        else:
+                            rx_tcp(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
                     else:
                         if self._gro is not None:
                             self._gro_flush(now)
@@ -880,7 +896,10 @@ class NetworkCore:
             return
         proto = ip.proto
         if proto == IPPROTO_TCP:
-            self._rx_tcp(ip.src, ip.dst, payload, trusted, now)
+            if ip.tos & 3 == 3:
+                self._rx_tcp_ce(ip.src, ip.dst, payload, trusted, now)
+            else:
+                self._rx_tcp(ip.src, ip.dst, payload, trusted, now)
         elif proto == IPPROTO_ICMP and len(payload) >= 8 and payload[0] in _ICMP_ERROR_TYPES:
             # (PMTUD/ICMP issue) errors go to TCP in both modes (ip/icmp_errors.py)
             counters["IpInDelivers"] += 1
@@ -923,7 +942,10 @@ class NetworkCore:
                 counters["Ip6ReasmFails"] += 1      # a Fragment header inside a reassembled one
             return
         if nh == IPPROTO_TCP:
-            self._rx_tcp(ip.src, dst, payload, trusted, now)
+            if ip.traffic_class & 3 == 3:
+                self._rx_tcp_ce(ip.src, dst, payload, trusted, now)
+            else:
+                self._rx_tcp(ip.src, dst, payload, trusted, now)
         elif nh == IPPROTO_ICMPV6:
             self._rx_icmpv6(ip, payload, src_mac, now)
         else:
@@ -1230,6 +1252,31 @@ class NetworkCore:
         counters["InSegs"] += 1
         self.send_reset(dst, src, hdr, len(payload))
 
+    def _rx_tcp_ce(self, src: bytes, dst: bytes, seg: memoryview, trusted: bool, now: float) -> None:
+        """A TCP segment whose IP header says CE, Congestion Experienced (RFC 3168 5 / 6.1.3).
+        Rare by nature, so off the fast path: what GRO holds is handed to TCP first and this
+        segment is never merged (Linux's GRO flushes on a differing TOS; a merged CE would be
+        lost, or smeared over unmarked data), then the segment takes the usual path, and after
+        it the connection hears of the mark (``tcp/ecn.py``; after the segment, so that a CWR on
+        this very segment does not cancel the echo its CE asks for, as Linux checks CE after
+        ``tcp_ecn_accept_cwr``).  Only data counts (Linux checks CE where data is queued)."""
+        if self._gro is not None:
+            self._gro_flush(now)
+        gro = self._gro_batch
+        self._gro_batch = False
+        try:
+            self._rx_tcp(src, dst, seg, trusted, now)
+        finally:
+            self._gro_batch = gro
+        if len(seg) < 20 or len(seg) <= (seg[12] >> 4) << 2:
+            return                                   # no payload (or not even a header)
+        sport, dport = _PORTS(seg)
+        conn = self.demux.conns.get((dst, dport, src, sport))
+        if conn is not None and getattr(conn, "ecn", 0):
+            _ce_received(conn)
+            if conn not in self._owned:              # (an owned one is touched at release)
+                self._touched[conn] = None
+
     def _rx_tcp_conn(self, conn: Any, dst: bytes, src: bytes, hdr: TcpHeader, payload: Any, now: float) -> None:
         """A parsed segment for an existing connection (``tcp_v4_rcv`` after the socket lookup)."""
         self.counters["InSegs"] += 1
@@ -1314,15 +1361,18 @@ class NetworkCore:
                     self._emit(route, hdr, payload, size)
                     return
                 flags = hdr.flags
-                last_flags = flags
-                mid_flags = flags & ~(FIN | PSH)
+                # FIN / PSH on the last piece only, CWR (RFC 3168 6.1.2) on the first only, as
+                # Linux tcp_gso_segment
+                last_flags = flags & ~CWR
+                mid_flags = flags & ~(FIN | PSH | CWR)
+                first_flags = flags & ~(FIN | PSH)
                 seq = hdr.seq
                 mv = payload if type(payload) is memoryview else memoryview(payload)
                 for off in range(0, n, size):
                     end = off + size
                     h = TcpHeader(hdr.src_port, hdr.dst_port, (seq + off) & _MASK32, hdr.ack,
-                                  last_flags if end >= n else mid_flags, hdr.window, hdr.options,
-                                  0, hdr.urgent)
+                                  last_flags if end >= n else (first_flags if off == 0 else mid_flags),
+                                  hdr.window, hdr.options, 0, hdr.urgent)
                     self._emit(route, h, mv[off:end], 0)
                 return
         self._emit(route, hdr, payload, 0)

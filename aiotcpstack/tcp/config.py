@@ -43,6 +43,9 @@ class TcpConfig:
     syncookies: int = 1             # tcp_syncookies: 0 never, 1 under pressure, 2 always
     challenge_ack_limit: int = 1000  # tcp_challenge_ack_limit (per second)
     tlp: bool = True                # tail loss probe (RFC 8985 7; Linux tcp_early_retrans=3)
+    # tcp_ecn (RFC 3168 ECN, RFC 9293 3.8.2 SHLD-8): 0 off, 1 request it on outgoing connections
+    # and accept it on incoming ones, 2 (Linux's default) accept it on incoming ones only
+    ecn: int = 2
     ephemeral_ports: tuple[int, int] = (32768, 60999)  # ip_local_port_range
     # (robustness) cap on connections in the demux table (any state but LISTEN; 0: no cap).
     # At the cap connect() raises OSError(ENOBUFS) and a completing handshake is dropped
@@ -63,7 +66,8 @@ class TcpConfig:
     ipv6_hop_limit: int = 64
     # Per socket (the pseudo-socket's IP_TTL / IP_TOS / IPV6_UNICAST_HOPS / IPV6_TCLASS): -1 means
     # the stack default (Linux inet->uc_ttl / np->hop_limit); the TOS / traffic class as set,
-    # its two ECN bits always 0 (Linux keeps those under TCP's control, and we do no ECN).
+    # its two ECN bits always 0 here (Linux keeps those under TCP's control: ECT(0) on new data
+    # when ECN was negotiated, Route.set_ecn).
     # IPv4 connections use ip_ttl / ip_tos, IPv6 ones ipv6_unicast_hops / ipv6_tclass.
     ip_ttl: int = -1
     ip_tos: int = 0
@@ -81,6 +85,9 @@ class TcpConfig:
             v = getattr(self, name)
             if type(v) is not int or not (v == -1 or lo <= v <= 255):
                 raise ValueError(f"{name} must be -1 (the stack default) or an int in {lo}..255, got {v!r}")
+        if type(self.ecn) is not int or not 0 <= self.ecn <= 2:
+            raise ValueError(f"ecn must be 0 (off), 1 (request and accept) or 2 (accept only), "
+                             f"got {self.ecn!r}")
         for name in ("ip_tos", "ipv6_tclass"):
             v = getattr(self, name)
             if type(v) is not int or not 0 <= v <= 255 or v & 3:

@@ -43,7 +43,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpHeader, TcpOptions
+from ..wire.tcp import ACK, CWR, ECE, FIN, NO_OPTIONS, PSH, RST, SYN, URG, TcpHeader, TcpOptions
+from . import ecn as _ecn
 from . import mtu_probe as _mtu_probe     # (PMTUD issue) black-hole detection
 from . import state as S
 from .congestion import registry as _cc_registry
@@ -233,6 +234,9 @@ class TcpConnection:
         # in urgent mode (SND.UP ahead of SND.UNA), a 1-tuple holding the ``_fast_out`` to give
         # back when it ends (while it lasts segments take the general output path), else ()
         "rcv_up", "rcv_urg", "snd_up", "snd_urg",
+        # ECN (tcp/ecn.py): state bits (0: not negotiated), highest new data sent, SND.NXT when
+        # the window was reduced on ECE, ECT(0) on the route now
+        "ecn", "ecn_high", "ecn_cwr_high", "_ect",
     )
 
     def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], remote: tuple[bytes, int],
@@ -366,6 +370,10 @@ class TcpConnection:
         self.rcv_urg = 0
         self.snd_up = iss
         self.snd_urg: tuple = ()
+        self.ecn = 0
+        self.ecn_high = (iss + 1) & MASK
+        self.ecn_cwr_high = iss
+        self._ect = False
 
     # ================================================================== public API
 
@@ -790,6 +798,7 @@ class TcpConnection:
             "wscale": (self.snd_wscale, self.rcv_wscale) if self.ws_ok else None,
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
+            "ecn": bool(self.ecn),                    # negotiated (RFC 3168; ss -i "ecn")
             # the pending ICMP soft error (errno, 0: none), readable at any time as Linux's
             # SO_ERROR reads sk_err_soft (RFC 1122 4.2.3.9, RFC 9293 SHLD-25 / MUST-47); void
             # once the connection made progress, as Linux clears it on a new ACK
@@ -835,6 +844,8 @@ class TcpConnection:
             self._clean_rtx(ack, acked, tsecr, now, acks)
             if self.state is not ESTABLISHED:
                 return True
+            if self.ecn & _ecn.ECN_IN_CWR:
+                _ecn.cwr_check(self, now)
         if plen:
             self._queue_in_order(payload, plen, now)
         return True
@@ -862,6 +873,8 @@ class TcpConnection:
             self._rcv_time_wait(hdr, payload, now)
         else:
             self._rcv_state_process(hdr, payload, now, acks)
+            if self.ecn:
+                _ecn.on_segment(self, hdr.flags, len(payload), now)
 
     # ---------------------------------------------------------------- SYN_SENT
 
@@ -959,6 +972,10 @@ class TcpConnection:
             eff = 48
         self.mss = eff
         self.rcv_mss = eff if eff < 536 else 536
+        # RFC 3168 6.1.1 (tcp/ecn.py): passive open takes an ECN-setup SYN, active open an
+        # ECN-setup SYN-ACK (or a simultaneous open's ECN-setup SYN) answering ours
+        self.ecn = _ecn.ECN_OK if _ecn.syn_negotiated(cfg, syn.flags, self.passive) else 0
+        self.ecn_high = (self.iss + 1) & MASK
 
     def _syn_rtt_sample(self, tsecr: int, now: float) -> None:
         if self.ts_ok and tsecr:
@@ -1897,6 +1914,8 @@ class TcpConnection:
     def _transmit(self, seq: int, data, flags: int, now: float) -> None:
         """Build one (possibly TSO-sized) segment and hand it to ``output``; every segment but a
         bare SYN carries the current ACK and window, so it clears any pending ACK."""
+        if self.ecn:
+            flags = _ecn.out_flags(self, seq, len(data), flags)
         blocks = ()
         if self.sack_ok and (self.dsack is not None or self.ofo.segs):
             blocks = self._sack_blocks()
@@ -1985,7 +2004,11 @@ class TcpConnection:
         rcv_nxt = self.rcv_nxt
         win = self._select_window()
         tsval = self._tsval(now)
+        if self.ecn:
+            segs = _ecn.burst_flags(self, segs)
         if not self._fast_out.output_ts_burst(self.lport, self.rport, rcv_nxt, win, tsval, self.ts_recent, segs):
+            if self.ecn:
+                self.ecn_high = segs[0][0]            # (each goes through out_flags again)
             for seq, flags, parts, n in segs:
                 self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
             return
@@ -2026,9 +2049,10 @@ class TcpConnection:
         else:
             win = self.rcvbuf if self.rcvbuf < 65535 else 65535
             fast = self._fast_out
+            ecn_flags = _ecn.syn_flags(cfg, self.n_rtx > 0) if cfg.ecn == 1 else 0   # RFC 3168 6.1.1
             if fast is not None and cfg.window_scaling and cfg.sack and cfg.timestamps and fast.output_syn(
                     self.lport, self.rport, self.iss, win, cfg.mss, self.rcv_wscale,
-                    (int(now * 1000) + self.ts_offset) & MASK):
+                    (int(now * 1000) + self.ts_offset) & MASK, SYN | ecn_flags):
                 self.counters["OutSegs"] += 1          # (the usual SYN, packed by the route)
                 return
             ws = self.rcv_wscale if cfg.window_scaling else None
@@ -2040,10 +2064,12 @@ class TcpConnection:
             self.rcv_adv = (self.rcv_nxt + win) & MASK
             self.rcv_wup = self.rcv_nxt
             self.last_ack_sent = self.rcv_nxt
-            hdr = TcpHeader(self.lport, self.rport, self.iss, self.rcv_nxt, SYN | ACK, win, opts)
+            # ECN-setup SYN-ACK: ECE alone (RFC 3168 6.1.1; Linux tcp_ecn_send_synack)
+            hdr = TcpHeader(self.lport, self.rport, self.iss, self.rcv_nxt,
+                            SYN | ACK | (ECE if self.ecn else 0), win, opts)
             self.ack_pending = 0
         else:
-            hdr = TcpHeader(self.lport, self.rport, self.iss, 0, SYN, win, opts)
+            hdr = TcpHeader(self.lport, self.rport, self.iss, 0, SYN | ecn_flags, win, opts)
         self.counters["OutSegs"] += 1
         self.output(hdr, b"")
 

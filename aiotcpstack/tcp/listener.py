@@ -38,8 +38,9 @@ This is the user-space counterpart of Linux's listen path (``seeds/000_*``; net/
   exactly as ``listen(fd, backlog)`` allows (``ss -lnt`` Recv-Q can reach backlog + 1).
 * SYN cookies (``tcp/syncookies.py``): the cookie ISN encodes the peer's MSS (table index); with
   timestamps, the low 6 bits of our TSval (before the per-address-pair ``ts_offset`` is added)
-  carry the peer's window scale and SACK-permitted (ECN is never negotiated by this stack). Without
-  timestamps a cookie SYN-ACK offers neither window scaling nor SACK (Linux ``tcp_clear_options``).
+  carry the peer's window scale, SACK-permitted and ECN (RFC 3168, ``tcp/ecn.py``). Without
+  timestamps a cookie SYN-ACK offers neither window scaling nor SACK (Linux ``tcp_clear_options``),
+  nor ECN (Linux still sets ECE there and forgets it at the ACK: a peer would send ECT for nothing).
   An ACK that matches no request sock is checked as a cookie when ``syncookies`` is on and a
   cookie was sent in the last 2 minutes (Linux ``tcp_synq_no_recent_overflow``:
   ``TCP_SYNCOOKIE_VALID``); valid: ``SyncookiesRecv`` and the child is created with the decoded
@@ -69,7 +70,12 @@ by ``TcpConnection.from_request`` when the child is made, like Linux
 ``RetransSegs`` + ``TCPSynRetrans`` per SYN-ACK retransmission (``tcp_rtx_synack``),
 ``AttemptFails``/``EmbryonicRsts``, ``PAWSEstab``, ``TCPACKSkippedSynRecv``.
 
-Not done (documented differences): TCP Fast Open, TCP_DEFER_ACCEPT, ECN negotiation, the
+ECN (RFC 3168 6.1.1): an ECN-setup SYN (ECE|CWR) is accepted when ``ecn`` is 1 or 2; the SYN-ACK
+then carries ECE and the child has ECN (Linux ``tcp_ecn_create_request`` /
+``tcp_ecn_make_synack`` / ``tcp_ecn_openreq_child``; Linux also refuses a SYN that is itself
+ECT-marked, which the listener here does not see: the IP header stays in ``ip/``).
+
+Not done (documented differences): TCP Fast Open, TCP_DEFER_ACCEPT, the
 "proven peer" heuristic of ``syncookies=0`` with ``max_syn_backlog``, per-netns rate limits.
 """
 from __future__ import annotations
@@ -77,8 +83,9 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
-from ..wire.tcp import ACK, FIN, RST, SYN, TcpHeader, TcpOptions
+from ..wire.tcp import ACK, CWR, ECE, FIN, RST, SYN, TcpHeader, TcpOptions
 from . import syncookies
+from .ecn import syn_negotiated
 from .connection import TcpConnection, rst_for
 from .options_negotiation import choose_wscale, default_peer_mss
 from .seq import seq_le
@@ -113,7 +120,8 @@ class RequestSock:
     """One SYN_RECEIVED embryo (Linux ``struct tcp_request_sock``), small on purpose.
 
     ``wscale`` is the *peer's* negotiated window scale (None: no window scaling), ``sack`` and
-    ``ts_ok`` the negotiated SACK/timestamps, ``ts_recent`` the peer's last TSval; ``mss`` the
+    ``ts_ok`` the negotiated SACK/timestamps, ``ecn_ok`` ECN (RFC 3168 6.1.1), ``ts_recent`` the
+    peer's last TSval; ``mss`` the
     peer's MSS (its option, or the RFC default). ``num_timeout`` counts SYN-ACK timer expiries
     (drives backoff and expiry), ``num_retrans`` SYN-ACK retransmissions (Karn for the child's
     first RTT sample); ``acked``: the final ACK came but the accept queue was full.
@@ -121,7 +129,7 @@ class RequestSock:
 
     __slots__ = ("listener", "key", "irs", "iss", "mss", "wscale", "sack", "ts_ok", "ts_recent",
                  "ts_offset", "config", "num_timeout", "num_retrans", "syn_time", "last_oow",
-                 "acked", "timer")
+                 "acked", "timer", "ecn_ok")
 
     def __init__(self, listener: "Listener", key: tuple, irs: int, iss: int, mss: int,
                  wscale: int | None, sack: bool, ts_ok: bool, ts_recent: int, ts_offset: int,
@@ -143,6 +151,7 @@ class RequestSock:
         self.last_oow: float | None = None
         self.acked = False
         self.timer = Timer(self._expired, "synack")
+        self.ecn_ok = False
 
     def _expired(self, now: float) -> None:
         self.listener._req_timer(self, now)
@@ -324,24 +333,27 @@ class Listener:
         ts_recent = opts.timestamp[0] if ts_ok else 0
         wscale = min(opts.wscale, 14) if ccfg.window_scaling and opts.wscale is not None else None
         sack = bool(ccfg.sack and opts.sack_permitted)
+        ecn_ok = syn_negotiated(ccfg, hdr.flags, True)      # an ECN-setup SYN we accept
         ts_offset = self._ts_offset(lip, rip)
         if want_cookie:
             if not ts_ok:                            # nowhere to keep them: tcp_clear_options
                 wscale = None
                 sack = False
+                ecn_ok = False
             cookie, _mss_used = syncookies.encode(rip, lip, rport, lport, hdr.seq, mss, now, self.secret)
             c["SyncookiesSent"] += 1
             self._last_overflow = now                # tcp_synq_overflow
             tsval = 0
             if ts_ok:
                 raw = int(now * 1000) & MASK
-                tsval = (syncookies.encode_ts_options(raw, wscale, sack, False) + ts_offset) & MASK
+                tsval = (syncookies.encode_ts_options(raw, wscale, sack, ecn_ok) + ts_offset) & MASK
             self._emit_synack(ccfg, lip, rip, lport, rport, cookie, (hdr.seq + 1) & MASK,
-                              wscale, sack, ts_ok, tsval, ts_recent)
+                              wscale, sack, ts_ok, tsval, ts_recent, ecn_ok)
             return
         iss = self.isn.isn(lip, lport, rip, rport, now)
         req = RequestSock(self, key, hdr.seq, iss, mss, wscale, sack, ts_ok, ts_recent, ts_offset,
                           ccfg, now)
+        req.ecn_ok = ecn_ok
         self.synq[key] = req
         self.young += 1
         self._send_synack(req, now)
@@ -404,7 +416,7 @@ class Listener:
         if flags & SYN:                      # SYN truncated above: the data starts at irs + 1
             hdr = TcpHeader(hdr.src_port, hdr.dst_port, rcv_nxt, hdr.ack, flags & ~SYN, hdr.window,
                             hdr.options, hdr.checksum, hdr.urgent)
-        syn = TcpHeader(rport, lport, req.irs, 0, SYN, 0,
+        syn = TcpHeader(rport, lport, req.irs, 0, SYN | (ECE | CWR if req.ecn_ok else 0), 0,
                         TcpOptions(mss=req.mss, wscale=req.wscale, sack_permitted=req.sack,
                                    timestamp=(req.ts_recent, 0) if req.ts_ok else None))
         try:
@@ -474,20 +486,21 @@ class Listener:
         ts = hdr.options.timestamp
         ts_offset = self._ts_offset(lip, rip)
         if ts is None:
-            wscale, sack = None, False
+            wscale, sack, ecn_ok = None, False, False
         else:
             if not ccfg.timestamps:
                 return None
             dec = syncookies.decode_ts_options((ts[1] - ts_offset) & MASK, sack_enabled=ccfg.sack,
-                                               wscale_enabled=ccfg.window_scaling, ecn_enabled=False)
+                                               wscale_enabled=ccfg.window_scaling,
+                                               ecn_enabled=bool(ccfg.ecn))      # cookie_ecn_ok
             if dec is None:
                 return None
-            wscale, sack, _ecn = dec
+            wscale, sack, ecn_ok = dec
         if self.accept_queue_full:           # tcp_get_cookie_sock -> syn_recv_sock fails
             c["ListenOverflows"] += 1
             c["ListenDrops"] += 1
             return _DROPPED
-        syn = TcpHeader(rport, lport, irs, 0, SYN, 0,
+        syn = TcpHeader(rport, lport, irs, 0, SYN | (ECE | CWR if ecn_ok else 0), 0,
                         TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack,
                                    timestamp=(ts[0], 0) if ts is not None else None))
         try:
@@ -540,15 +553,16 @@ class Listener:
             c["RetransSegs"] += 1
             c["TCPSynRetrans"] += 1
         self._emit_synack(req.config, lip, rip, lport, rport, req.iss, (req.irs + 1) & MASK,
-                          req.wscale, req.sack, req.ts_ok, tsval, req.ts_recent)
+                          req.wscale, req.sack, req.ts_ok, tsval, req.ts_recent, req.ecn_ok)
 
     def _emit_synack(self, cfg, lip, rip, lport, rport, iss, ack, wscale, sack, ts_ok, tsval,
-                     tsecr) -> None:
-        """The SYN-ACK, with the same options ``TcpConnection._send_syn`` would put on it."""
+                     tsecr, ecn_ok: bool = False) -> None:
+        """The SYN-ACK, with the same options ``TcpConnection._send_syn`` would put on it (and ECE
+        when ECN was accepted: an ECN-setup SYN-ACK, RFC 3168 6.1.1)."""
         opts = TcpOptions(mss=cfg.mss,
                           wscale=self._our_wscale(cfg) if wscale is not None else None,
                           sack_permitted=sack, timestamp=(tsval, tsecr) if ts_ok else None)
-        hdr = TcpHeader(lport, rport, iss, ack, SYN | ACK, min(cfg.rcvbuf, 65535), opts)
+        hdr = TcpHeader(lport, rport, iss, ack, SYN | ACK | (ECE if ecn_ok else 0), min(cfg.rcvbuf, 65535), opts)
         self.counters["OutSegs"] += 1
         self.send(lip, rip, hdr, b"")
 

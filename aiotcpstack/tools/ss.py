@@ -64,6 +64,8 @@ def detail_line(c: dict[str, Any]) -> str:
         parts.append("ts")
     if c.get("sack"):
         parts.append("sack")
+    if c.get("ecn"):
+        parts.append("ecn")
     cc = c.get("congestion_control") or c.get("cc")
     if cc:
         parts.append(str(cc))

@@ -51,8 +51,9 @@ def _rules(v6: bool, ours: str, kport: int, lport: int) -> str:
             f"policy accept;\n    {body}\n  }}\n}}\n")
 
 
-def _counters(lab) -> dict[str, int]:
-    out = json.loads(lab.run(lab.ns_b, ["nft", "-j", "list", "table", "inet", TABLE]).stdout)
+def _counters(lab, table: str = TABLE) -> dict[str, int]:
+    """Packet counts of the commented counter rules of ``table`` in ns_b."""
+    out = json.loads(lab.run(lab.ns_b, ["nft", "-j", "list", "table", "inet", table]).stdout)
     counts: dict[str, int] = {}
     for item in out["nftables"]:
         rule = item.get("rule")

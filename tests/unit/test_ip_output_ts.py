@@ -87,17 +87,20 @@ def test_declines_where_the_general_path_is_needed() -> None:
 
 @pytest.mark.parametrize("v6", [False, True])
 def test_syn_same_bytes_as_the_general_path(v6: bool) -> None:
-    """Route.output_syn (the usual SYN: MSS, SACKOK+TS, NOP+WS) == the general path's frame."""
+    """Route.output_syn (the usual SYN: MSS, SACKOK+TS, NOP+WS; also an ECN-setup SYN) == the
+    general path's frame."""
     rng = random.Random(11 + v6)
     for _ in range(300):
         core, route, sent = make(v6, rng)
         sport, dport, iss = rng.randrange(1, 65536), rng.randrange(1, 65536), rng.getrandbits(32)
         win, mss, ws, tsval = rng.randrange(0, 65536), rng.randrange(88, 65536), rng.randrange(0, 15), rng.getrandbits(32)
         core._ident = ident0 = rng.randrange(0, 65536)
-        assert route.output_syn(sport, dport, iss, win, mss, ws, tsval)
+        flags = rng.choice([0x02, 0xC2])          # SYN, or an ECN-setup SYN (ECE|CWR, RFC 3168)
+        assert route.output_syn(sport, dport, iss, win, mss, ws, tsval, flags) if flags != 0x02 else \
+            route.output_syn(sport, dport, iss, win, mss, ws, tsval)
         fast = sent.pop()
         core._ident = ident0
-        route.output(TcpHeader(sport, dport, iss, 0, 0x02, win, TcpOptions(mss, ws, True, (), (tsval, 0))), b"")
+        route.output(TcpHeader(sport, dport, iss, 0, flags, win, TcpOptions(mss, ws, True, (), (tsval, 0))), b"")
         assert sent.pop() == fast and not sent
     route.local = None
     assert not route.output_syn(1, 2, 3, 4, 1460, 7, 5) and not sent
