@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, IPOption_NOP, IPOption_RR
 
@@ -25,6 +25,7 @@ def dotted(a: bytes) -> str:
 @SETTINGS
 @given(ip4s, ip4s, st.integers(0, 255), st.binary(max_size=200), st.integers(1, 255), st.integers(0, 0xFFFF),
        st.booleans(), st.integers(0, 255))
+@example(bytes(4), bytes(4), 2, bytes(8), 1, 0, False, 0)     # IGMP: scapy rewrites its payload
 def test_round_trip_and_scapy(src, dst, proto, payload, ttl, ident, df, tos) -> None:
     pkt = build_ipv4_header(src, dst, proto, len(payload), ttl=ttl, ident=ident, df=df, tos=tos) + payload
     hdr, data = parse_ipv4(pkt)
@@ -36,7 +37,9 @@ def test_round_trip_and_scapy(src, dst, proto, payload, ttl, ident, df, tos) -> 
     assert (s.version, s.ihl, s.tos, s.len, s.id, s.ttl, s.proto, s.src, s.dst) == \
         (4, 5, tos, 20 + len(payload), ident, ttl, proto, dotted(src), dotted(dst))
     assert bool(s.flags.DF) == df and not s.flags.MF and s.frag == 0
-    recomputed = IP(bytes(s))
+    # the header alone: scapy re-serializing a payload it dissected may change it (proto 2,
+    # IGMP: its post_build adds a Router Alert option, so the checksum would differ)
+    recomputed = IP(pkt[:20])
     del recomputed.chksum
     assert IP(bytes(recomputed)).chksum == s.chksum == struct.unpack_from("!H", pkt, 10)[0]
 
