@@ -170,6 +170,15 @@ def fd_count() -> int:
         return -1
 
 
+def _tcp_state(tr: Any) -> str:
+    """For a timeout's message: our connection's TCP state (``tcp_info``; the stock transports
+    have none), so that a stalled run says what the sender was waiting for."""
+    info = tr.get_extra_info("tcp_info")
+    if not isinstance(info, dict):
+        return ""
+    return ", tcp_info=" + repr(info)
+
+
 async def _bounded(aw: Any, timeout: float, what: Callable[[], str]) -> Any:
     try:
         return await asyncio.wait_for(aw, timeout)
@@ -239,7 +248,8 @@ async def app_bulk_send(net: Any, a: argparse.Namespace) -> dict:
         tr, _ = await _bounded(net.create_connection(lambda: proto, a.host, a.port), 15, lambda: "connect")
         try:
             reply = await _bounded(done, a.timeout, lambda: f"wrote {proto.off}/{a.size} bytes, "
-                                   f"eof_sent={proto.eof_sent}, reply={bytes(proto.reply)!r}")
+                                   f"eof_sent={proto.eof_sent}, reply={bytes(proto.reply)!r}"
+                                   f"{_tcp_state(tr)}")
         finally:
             tr.close()
     finally:

@@ -2318,9 +2318,15 @@ class TcpConnection:
         """Retransmit up to ``n`` sequence numbers from ``seq`` (data, and FIN if it is there);
         returns the sequence number after what was sent."""
         sndbuf = self.sndbuf
-        avail = (sndbuf.end_seq - seq) & MASK
+        # only what was sent before: up to SND.NXT, never into data written since (a lost-range
+        # end such as RFC 6582's "ACK + MSS" may lie beyond SND.NXT when the last segment was
+        # short; sending past it would let the peer ACK beyond SND.NXT, an ACK we must drop)
+        avail = (self.snd_nxt - seq) & MASK
         if avail >= HALF:
             avail = 0
+        buffered = (sndbuf.end_seq - seq) & MASK
+        if buffered < avail or buffered >= HALF:
+            avail = buffered if buffered < HALF else 0
         d = n if n < avail else avail
         flags = ACK
         end = (seq + d) & MASK
