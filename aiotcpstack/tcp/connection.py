@@ -49,6 +49,7 @@ from . import state as S
 from .congestion import registry as _cc_registry
 from .congestion.prr import Prr
 from .congestion.undo import RecoveryUndo
+from .reordering import INITIAL_REORDERING, reordering_after
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
 from .receive_buffer import OFO_SEG_OVERHEAD, OutOfOrderQueue
 from .rx_copy import join as _rx_join
@@ -215,6 +216,9 @@ class TcpConnection:
         "rtx_marks", "relost", "tlp_high", "tlp_armed",
         # PRR (RFC 9937) and recovery undo (DSACK / Eifel), made at the first recovery or RTO
         "prr", "undo", "frto",
+        # the reordering degree, DupThresh (tcp/reordering.py; Linux tp->reordering, reord_seen)
+        # and the end of the highest retransmission (what lies below it may be a retransmission)
+        "reordering", "reord_seen", "rtx_hw",
         # ACK policy
         "ack_pending", "quick", "ato", "lrcvtime", "dsack",
         # timers
@@ -330,6 +334,9 @@ class TcpConnection:
         self.prr: Prr | None = None       # tcp/congestion/prr.py, from the first reduction on
         self.undo: RecoveryUndo | None = None     # tcp/congestion/undo.py, likewise
         self.frto = 0                     # F-RTO (RFC 5682) after an RTO: 0 off, 1 on, 2 send new data
+        self.reordering = INITIAL_REORDERING
+        self.reord_seen = 0
+        self.rtx_hw = iss
 
         self.ack_pending = 0          # 0 none, 1 delayed, 2 now
         self.quick = 0
@@ -790,6 +797,8 @@ class TcpConnection:
             "wscale": (self.snd_wscale, self.rcv_wscale) if self.ws_ok else None,
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
+            "reordering": self.reordering,          # (Linux tcpi_reordering, tcpi_reord_seen)
+            "reord_seen": self.reord_seen,
             # the pending ICMP soft error (errno, 0: none), readable at any time as Linux's
             # SO_ERROR reads sk_err_soft (RFC 1122 4.2.3.9, RFC 9293 SHLD-25 / MUST-47); void
             # once the connection made progress, as Linux clears it on a new ACK
@@ -1267,6 +1276,10 @@ class TcpConnection:
             blocks = hdr.options.sack_blocks
             if blocks:
                 newly_sacked, dsack = self.sb.update(blocks, una, self.snd_nxt, ack)
+                low = self.sb.reord
+                if low is not None and not self._retransmitted(low):
+                    # a never-retransmitted segment SACKed below the highest SACK: reordering
+                    self._check_reordering(low, (una + self.sb.highest(una)) & MASK, False)
                 if dsack is not None:
                     self.counters["TCPDSACKRecv"] += 1
                     if self.undo is not None:
@@ -1274,6 +1287,8 @@ class TcpConnection:
         acked = (ack - una) & MASK
         self.probes_out = 0                       # Linux tcp_ack: any valid ACK
         if acked and acked < HALF:
+            if self.sb.blocks:
+                self._acked_reordering(una, acked)
             self._clean_rtx(ack, acked, tsecr, now, acks)
             if self.state == CLOSED:
                 return
@@ -1298,15 +1313,15 @@ class TcpConnection:
             # before it and still un-SACKed is lost (RACK's time order), whatever DupThresh says
             tlp_sacked = (self.tlp_high is not None and self.sb.blocks and seq_ge(
                 (self.snd_una + self.sb.highest(self.snd_una)) & MASK, self.tlp_high))
-            if (self.dupacks >= 3 or tlp_sacked
-                    or (self.sb.blocks and self.sb.lost_limit(self.snd_una, self.mss))):
+            if (self.dupacks >= self.reordering or tlp_sacked
+                    or (self.sb.blocks and self.sb.lost_limit(self.snd_una, self.mss, self.reordering))):
                 if self.snd_nxt != self.snd_una:
                     self._enter_recovery(now)
                     if tlp_sacked:
                         self.lost_end = seq_max(
                             self.lost_end, (self.snd_una + self.sb.highest(self.snd_una)) & MASK)
         elif ca == CA_RECOVERY and self.sb.blocks:
-            lim = self.sb.lost_limit(self.snd_una, self.mss)
+            lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering)
             if lim:
                 self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
             if newly_sacked and self.rtx_marks:
@@ -1352,6 +1367,46 @@ class TcpConnection:
             room = (una + self.snd_wnd - self.snd_nxt) & MASK
             self.frto = 2 if 0 < avail < HALF and 0 < room < HALF else 0
 
+    def _fack(self, ack: int) -> int:
+        """The highest SACKed sequence (its end, as Linux ``tcp_highest_sack_seq``), or
+        ``ack`` when nothing above it is SACKed."""
+        if not self.sb.blocks:
+            return ack
+        return seq_max((ack + self.sb.highest(ack)) & MASK, ack)
+
+    def _retransmitted(self, seq: int) -> bool:
+        """``seq`` may have been retransmitted: it lies below the end of the highest
+        retransmission still outstanding (conservative: Linux marks each segment TCPCB_RETRANS;
+        a hole below a later retransmission counts as retransmitted)."""
+        una = self.snd_una
+        hw = (self.rtx_hw - una) & MASK
+        return 0 < hw <= ((self.snd_nxt - una) & MASK) and ((seq - una) & MASK) < hw
+
+    def _check_reordering(self, low: int, fack: int, ts: bool) -> None:
+        """A hole at ``low`` was filled by an original while data up to ``fack`` had arrived
+        (Linux ``tcp_check_sack_reordering``): raise ``reordering`` (tcp/reordering.py); count
+        TCPTSReorder (timestamps showed it) or TCPSACKReorder."""
+        r = reordering_after(self.reordering, low, fack, self.mss)
+        if r is None:
+            return
+        self.reordering = r
+        self.reord_seen += 1
+        self.counters["TCPTSReorder" if ts else "TCPSACKReorder"] += 1
+
+    def _acked_reordering(self, una: int, acked: int) -> None:
+        """The cumulative ACK covers a never-retransmitted, un-SACKed segment below the
+        highest SACKed sequence: it was overtaken (Linux tcp_clean_rtx_queue's ``reord``)."""
+        sb = self.sb
+        hi = sb.highest(una)
+        hw = (self.rtx_hw - una) & MASK
+        start = hw if 0 < hw <= ((self.snd_nxt - una) & MASK) else 0
+        limit = acked if acked < hi else hi
+        if start >= limit:
+            return
+        hole = sb.next_hole(una, start, limit)
+        if hole is not None:
+            self._check_reordering((una + hole[0]) & MASK, (una + hi) & MASK, False)
+
     def _mark_lost_retrans(self) -> None:
         """Lost retransmission detection (Linux tcp_mark_lost_retrans, the pre-RACK form of
         RFC 8985's rule): a retransmission is lost when the peer SACKs data we sent after it
@@ -1394,6 +1449,7 @@ class TcpConnection:
                 prior_in_flight = 0
         else:
             prior_in_flight = self._pipe()
+        prior_una = self.snd_una
         self.snd_una = ack
         freed = self.sndbuf.ack_to(ack)
         if freed:
@@ -1428,22 +1484,31 @@ class TcpConnection:
                 cc.on_ack(freed or acked, rtt, now, prior_in_flight, acks)
         elif ca == CA_RECOVERY:
             undo = self.undo
+            delayed = undo is not None and undo.undo_marker is not None and undo.packet_delayed(tsecr)
+            if delayed:
+                # the hole was filled by an original, not by the retransmission: reordering
+                # (Linux tcp_try_undo_partial's tcp_check_sack_reordering(prior_snd_una, ts))
+                self._check_reordering(prior_una, self._fack(ack), True)
             if seq_ge(ack, self.recovery_point):
                 # full ACK: undo if the retransmissions were spurious (Linux
                 # tcp_try_undo_recovery), else cwnd = ssthresh
                 self._exit_recovery(now, "TCPFullUndo" if undo is not None and undo.may_undo(tsecr) else None)
-            elif (undo is not None and undo.undo_marker is not None and undo.packet_delayed(tsecr)
-                  and not seq_gt(self.high_rxt, ack)):
+            elif delayed and not seq_gt(self.high_rxt, ack):
                 # a partial ACK of originals (Eifel) with no retransmission outstanding
                 # (Linux tcp_try_undo_partial)
                 self._exit_recovery(now, "TCPPartialUndo")
             else:
-                # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is lost
                 self.high_rxt = seq_max(self.high_rxt, ack)
-                self.lost_end = seq_max(self.lost_end, (ack + self.mss) & MASK)
                 self.dupacks = 0
-                if not self.sb.is_sacked(ack, 0):
-                    self.force_rtx = True
+                if not self.sack_ok or (not delayed and seq_gt(
+                        self._fack(ack), (ack + self.reordering * self.mss) & MASK)):
+                    # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is
+                    # lost.  With SACK only when more than ``reordering`` segments were SACKed
+                    # beyond it (Linux tcp_force_fast_retransmit); an ACK of originals (Eifel)
+                    # with retransmissions outstanding marks nothing (tcp_try_undo_partial)
+                    self.lost_end = seq_max(self.lost_end, (ack + self.mss) & MASK)
+                    if not self.sb.is_sacked(ack, 0):
+                        self.force_rtx = True
         elif self.undo is not None and self.undo.may_undo(tsecr):
             # CA_LOSS and the timeout was spurious: the ACK echoes an original (Eifel) or every
             # retransmission was DSACKed (Linux tcp_try_undo_loss)
@@ -1529,7 +1594,7 @@ class TcpConnection:
         self.ca_state = CA_RECOVERY
         self.recovery_point = self.snd_nxt
         self.high_rxt = self.snd_una
-        lim = self.sb.lost_limit(self.snd_una, self.mss) if self.sack_ok else 0
+        lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering) if self.sack_ok else 0
         self.lost_end = (self.snd_una + max(lim, self.mss)) & MASK
         if self.sack_ok:
             self.counters["TCPSackRecovery"] += 1
@@ -2308,6 +2373,9 @@ class TcpConnection:
         self._transmit(seq, data, flags, now)
         self.retransmits += 1
         self.counters["RetransSegs"] += 1
+        hw = (self.rtx_hw - self.snd_una) & MASK
+        if not 0 < hw <= ((self.snd_nxt - self.snd_una) & MASK) or seq_gt(end, self.rtx_hw):
+            self.rtx_hw = end                         # (stale below SND.UNA, or a higher one)
         if self.undo is not None and self.undo.undo_marker is not None:
             self.undo.on_retransmit(seq, end, 1, self._tsval(now) if self.ts_ok else None)
         if self.ca_state != CA_OPEN and self.prr is not None:
