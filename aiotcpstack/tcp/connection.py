@@ -1272,6 +1272,8 @@ class TcpConnection:
                 self.snd_wl2 = ack
         newly_sacked = 0
         dsack = None
+        # (the highest SACK before this ACK, relative to SND.UNA: Linux prior_fack)
+        prior_hi = self.sb.highest(una) if self.sb.blocks else 0
         if self.sack_ok:
             blocks = hdr.options.sack_blocks
             if blocks:
@@ -1287,8 +1289,8 @@ class TcpConnection:
         acked = (ack - una) & MASK
         self.probes_out = 0                       # Linux tcp_ack: any valid ACK
         if acked and acked < HALF:
-            if self.sb.blocks:
-                self._acked_reordering(una, acked)
+            if prior_hi:
+                self._acked_reordering(una, acked, prior_hi)
             self._clean_rtx(ack, acked, tsecr, now, acks)
             if self.state == CLOSED:
                 return
@@ -1382,6 +1384,16 @@ class TcpConnection:
         hw = (self.rtx_hw - una) & MASK
         return 0 < hw <= ((self.snd_nxt - una) & MASK) and ((seq - una) & MASK) < hw
 
+    def _start_undo(self, undo: RecoveryUndo) -> None:
+        """Start the undo evidence of a new reduction, counting retransmissions of an earlier
+        episode that are still outstanding (``rtx_hw``)."""
+        una = self.snd_una
+        hw = (self.rtx_hw - una) & MASK
+        if 0 < hw <= ((self.snd_nxt - una) & MASK):
+            undo.start(una, self.rtx_hw, -(-hw // self.mss))
+        else:
+            undo.start(una)
+
     def _check_reordering(self, low: int, fack: int, ts: bool) -> None:
         """A hole at ``low`` was filled by an original while data up to ``fack`` had arrived
         (Linux ``tcp_check_sack_reordering``): raise ``reordering`` (tcp/reordering.py); count
@@ -1393,14 +1405,16 @@ class TcpConnection:
         self.reord_seen += 1
         self.counters["TCPTSReorder" if ts else "TCPSACKReorder"] += 1
 
-    def _acked_reordering(self, una: int, acked: int) -> None:
+    def _acked_reordering(self, una: int, acked: int, prior_hi: int) -> None:
         """The cumulative ACK covers a never-retransmitted, un-SACKed segment below the
-        highest SACKed sequence: it was overtaken (Linux tcp_clean_rtx_queue's ``reord``)."""
+        highest SACKed sequence before this ACK (``prior_hi``, relative to ``una``): it was
+        overtaken (Linux tcp_clean_rtx_queue's ``reord`` against ``prior_fack``; the ACK that
+        both acknowledges a segment and SACKs a later one shows a loss after it, not reordering)."""
         sb = self.sb
         hi = sb.highest(una)
         hw = (self.rtx_hw - una) & MASK
         start = hw if 0 < hw <= ((self.snd_nxt - una) & MASK) else 0
-        limit = acked if acked < hi else hi
+        limit = acked if acked < prior_hi else prior_hi
         if start >= limit:
             return
         hole = sb.next_hole(una, start, limit)
@@ -1500,12 +1514,13 @@ class TcpConnection:
             else:
                 self.high_rxt = seq_max(self.high_rxt, ack)
                 self.dupacks = 0
-                if not self.sack_ok or (not delayed and seq_gt(
-                        self._fack(ack), (ack + self.reordering * self.mss) & MASK)):
+                if not delayed:
                     # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is
-                    # lost.  With SACK only when more than ``reordering`` segments were SACKed
-                    # beyond it (Linux tcp_force_fast_retransmit); an ACK of originals (Eifel)
-                    # with retransmissions outstanding marks nothing (tcp_try_undo_partial)
+                    # lost.  Linux marks it with SACK only when more than ``reordering`` segments
+                    # are SACKed beyond it (tcp_force_fast_retransmit), leaving the rest to RACK,
+                    # which we lack: tried, twice the timeouts in the sim at 3 % loss (PERF_LOG
+                    # 26).  An ACK of originals (Eifel) with retransmissions outstanding marks
+                    # nothing (Linux tcp_try_undo_partial)
                     self.lost_end = seq_max(self.lost_end, (ack + self.mss) & MASK)
                     if not self.sb.is_sacked(ack, 0):
                         self.force_rtx = True
@@ -1603,7 +1618,7 @@ class TcpConnection:
         undo = self.undo
         if undo is None:
             undo = self.undo = RecoveryUndo()
-        undo.start(self.snd_una)                       # (Linux tcp_init_undo)
+        self._start_undo(undo)                         # (Linux tcp_init_undo)
         if self.cc is not None:
             self.cc.on_congestion_event(now, self._pipe())
             self.init_cwnd_reduction()
@@ -2469,7 +2484,12 @@ class TcpConnection:
             undo = self.undo                          # (Linux tcp_enter_loss -> tcp_init_undo;
             if undo is None:                          # from recovery its marker is kept)
                 undo = self.undo = RecoveryUndo()
-            undo.start(self.snd_una)
+            self._start_undo(undo)
+            if self.sb.sacked >= INITIAL_REORDERING * self.mss and self.reordering > INITIAL_REORDERING:
+                # a timeout with DupThresh segments SACKed and no recovery: the reordering degree
+                # was over-estimated (a SACK lost on the way looks like reordering); back to 3
+                # (Linux tcp_enter_loss)
+                self.reordering = INITIAL_REORDERING
         # F-RTO (RFC 5682; Linux tcp_enter_loss: not for the first timeout of a fast recovery)
         self.frto = 1 if self.sack_ok and self.ca_state != CA_RECOVERY else 0
         if self.cc is not None:

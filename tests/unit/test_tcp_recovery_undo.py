@@ -51,15 +51,16 @@ def test_dsack_for_every_retransmission_undoes_in_recovery():
     prior = h.conn.cc.cwnd
     t = enter_recovery(h)
     assert h.conn.cc.cwnd < prior and h.conn.cc.ssthresh < prior
-    # the original of 0 was only delayed: it arrives (ACK up to 10, a partial ACK with nothing
-    # SACKed beyond it: on a SACK connection 10 is not marked lost, as Linux
-    # tcp_force_fast_retransmit), then the retransmission, which the peer reports as a
-    # duplicate, while the recovery point is not reached yet
+    # the original of 0 was only delayed: it arrives (ACK up to 10, a partial ACK: 10 is
+    # retransmitted by RFC 6582's rule, spuriously), then both retransmissions, which the peer
+    # reports as duplicates, while the recovery point is not reached yet
     h.feed(t + 0.001, ".", 5001, seg(10))
-    assert h.conn.ca_state == 3 and h.counters["RetransSegs"] == 1
-    assert h.conn.recovery_point > seg(20)
+    assert h.conn.ca_state == 3 and h.counters["RetransSegs"] == 2
     h.feed(t + 0.002, ".", 5001, seg(10), opts=TcpOptions(sack_blocks=((seg(0), seg(1)),)))
-    assert h.counters["TCPDSACKRecv"] == 1 and h.counters["TCPDSACKUndo"] == 1
+    assert h.counters["TCPDSACKUndo"] == 0 and h.conn.undo.undo_retrans == 1
+    assert h.conn.recovery_point > seg(20)
+    h.feed(t + 0.003, ".", 5001, seg(20), opts=TcpOptions(sack_blocks=((seg(10), seg(11)),)))
+    assert h.counters["TCPDSACKRecv"] == 2 and h.counters["TCPDSACKUndo"] == 1
     assert h.conn.ca_state == 0
     assert h.conn.cc.cwnd >= prior and h.conn.cc.ssthresh > prior      # the window is back
 
@@ -95,13 +96,12 @@ def test_one_of_two_retransmissions_dsacked_is_no_undo():
     h = est()
     t = enter_recovery(h)
     t += 1e-3
-    # segment 10 is found lost too (the ACK moves to 10, 11.. SACKed: more than `reordering`
-    # segments above it): a second retransmission, when PRR lets one out
-    for k in range(12, 19):
+    # segment 10 is found lost too (the ACK moves to 10, 11.. SACKed): a second retransmission
+    for k in range(12, 16):
         t += 1e-4
         h.feed(t, ".", 5001, seg(10), opts=TcpOptions(sack_blocks=((seg(11), seg(k)),)))
     assert h.counters["RetransSegs"] == 2
-    h.feed(t + 0.001, ".", 5001, seg(19), opts=TcpOptions(sack_blocks=((seg(0), seg(1)),)))
+    h.feed(t + 0.001, ".", 5001, seg(16), opts=TcpOptions(sack_blocks=((seg(0), seg(1)),)))
     assert h.counters["TCPDSACKUndo"] == 0
     assert h.conn.undo.undo_retrans == h.counters["RetransSegs"] - 1 > 0
 

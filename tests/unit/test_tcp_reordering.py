@@ -3,6 +3,7 @@ a hole filled by an original raises the connection's DupThresh to the distance s
 reordering does not start another (spurious) recovery, while a real loss still does."""
 from __future__ import annotations
 
+from aiotcpstack.tcp.congestion.undo import RecoveryUndo
 from aiotcpstack.tcp.reordering import INITIAL_REORDERING, MAX_REORDERING, reordering_after
 from aiotcpstack.wire.tcp import TcpOptions
 
@@ -94,3 +95,35 @@ def test_a_timeout_still_repairs_a_tail_loss_after_reordering_was_raised():
     out = h.run_until(h.now + h.conn.rtt.rto + 0.01)
     assert h.counters["TCPTimeouts"] == 1 and h.conn.ca_state == 4
     assert [s for s in out if s.seq == una]
+
+
+def test_an_ack_that_acknowledges_a_segment_and_sacks_a_later_one_is_no_reordering():
+    """Segment 0 arrives, 1 is lost, 2 arrives: the peer's ACK acknowledges 0 and SACKs 2 at once.
+    Segment 0 was below no SACK known before this ACK (Linux ``prior_fack``): a loss, not
+    reordering."""
+    h = est(SACK)
+    h.feed(0.03, ".", 5001, seg(1), opts=TcpOptions(sack_blocks=((seg(2), seg(3)),)))
+    assert h.counters["TCPSACKReorder"] == 0 and h.conn.reord_seen == 0
+
+
+def test_undo_evidence_keeps_the_stamp_of_retransmissions_still_outstanding():
+    """A new reduction while an earlier retransmission is in flight (Linux ``tcp_init_undo``:
+    ``undo_retrans = retrans_out``, ``retrans_stamp`` kept): an ACK echoing the earlier
+    retransmission is no Eifel evidence, so no false undo and no false reordering."""
+    u = RecoveryUndo()
+    u.start(1000)
+    u.on_retransmit(1000, 1000 + M, 1, 50)
+    u.clear()
+    u.start(1000, 1000 + M, 1)                      # the retransmission (TSval 50) not acked yet
+    assert u.undo_retrans == 1 and u.retrans_stamp == 50
+    u.on_retransmit(1000, 1000 + M, 1, 60)
+    assert u.retrans_stamp == 50 and u.undo_retrans == 2
+    assert not u.packet_delayed(55) and u.packet_delayed(40)
+    # the earlier one's TSval unknown (it was sent outside a reduction, e.g. a loss probe)
+    u = RecoveryUndo()
+    u.start(1000, 1000 + M, 1)
+    u.on_retransmit(1000, 1000 + M, 1, 60)
+    assert u.retrans_stamp is None and not u.packet_delayed(55)
+    u.start(1000)                                   # nothing outstanding: a fresh start
+    u.on_retransmit(1000, 1000 + M, 1, 70)
+    assert u.retrans_stamp == 70 and u.packet_delayed(65)
