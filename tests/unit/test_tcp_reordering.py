@@ -127,3 +127,16 @@ def test_undo_evidence_keeps_the_stamp_of_retransmissions_still_outstanding():
     u.start(1000)                                   # nothing outstanding: a fresh start
     u.on_retransmit(1000, 1000 + M, 1, 70)
     assert u.retrans_stamp == 70 and u.packet_delayed(65)
+
+
+def test_a_timeout_with_dupthresh_sacked_puts_reordering_back_to_3():
+    """Linux tcp_enter_loss: a timeout in the open state with 3 or more segments SACKed means
+    the raised reordering degree kept fast recovery from starting: back to 3."""
+    h = est(TS)
+    t = enter_recovery(h, t=0.05, opts=dict(timestamp=(200, 20)))
+    h.feed(t + 1e-3, ".", 5001, seg(10), opts=TcpOptions(timestamp=(201, 20)))
+    assert h.conn.reordering == 11
+    t, u, states = _sack_above_a_hole(h, t + 2e-3, 4)
+    assert states == [0] * 4
+    h.run_until(h.now + h.conn.rtt.rto + 0.01)
+    assert h.counters["TCPTimeouts"] == 1 and h.conn.reordering == INITIAL_REORDERING
