@@ -1521,7 +1521,10 @@ class TcpConnection:
                     # which we lack: tried, twice the timeouts in the sim at 3 % loss (PERF_LOG
                     # 26).  An ACK of originals (Eifel) with retransmissions outstanding marks
                     # nothing (Linux tcp_try_undo_partial)
-                    self.lost_end = seq_max(self.lost_end, (ack + self.mss) & MASK)
+                    # (never past SND.NXT: a retransmission of unsent bytes gets an ACK beyond
+                    # SND.NXT, which RFC 9293 drops -- a stall, sim seed 565)
+                    mark = (ack + self.mss) & MASK
+                    self.lost_end = seq_max(self.lost_end, mark if seq_lt(mark, self.snd_nxt) else self.snd_nxt)
                     if not self.sb.is_sacked(ack, 0):
                         self.force_rtx = True
         elif self.undo is not None and self.undo.may_undo(tsecr):
