@@ -22,6 +22,7 @@ KNOWN = (
     "TCPFromZeroWindowAdv", "TCPOrigDataSent", "TCPAckCompressed", "TCPSACKReneging",
     "EmbryonicRsts", "TCPACKSkippedSynRecv",
     "TCPFullUndo", "TCPPartialUndo", "TCPDSACKUndo", "TCPLossUndo", "TCPSpuriousRTOs",
+    "TCPTSReorder",
     # Ip:/Icmp: (ours are counted too)
     "IpInReceives", "IpInHdrErrors", "IpInAddrErrors", "IpInDelivers", "IpOutRequests",
     "IpReasmReqds", "IpReasmOKs", "IpReasmFails", "IpReasmTimeout", "IpInUnknownProtos", "IcmpInMsgs", "IcmpOutMsgs", "IcmpInErrors",

@@ -50,6 +50,7 @@ from . import state as S
 from .congestion import registry as _cc_registry
 from .congestion.prr import Prr
 from .congestion.undo import RecoveryUndo
+from .reordering import INITIAL_REORDERING, reordering_after
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
 from .receive_buffer import OFO_SEG_OVERHEAD, OutOfOrderQueue
 from .rx_copy import join as _rx_join
@@ -216,6 +217,9 @@ class TcpConnection:
         "rtx_marks", "relost", "tlp_high", "tlp_armed",
         # PRR (RFC 9937) and recovery undo (DSACK / Eifel), made at the first recovery or RTO
         "prr", "undo", "frto",
+        # the reordering degree, DupThresh (tcp/reordering.py; Linux tp->reordering, reord_seen)
+        # and the end of the highest retransmission (what lies below it may be a retransmission)
+        "reordering", "reord_seen", "rtx_hw",
         # ACK policy
         "ack_pending", "quick", "ato", "lrcvtime", "dsack",
         # timers
@@ -334,6 +338,9 @@ class TcpConnection:
         self.prr: Prr | None = None       # tcp/congestion/prr.py, from the first reduction on
         self.undo: RecoveryUndo | None = None     # tcp/congestion/undo.py, likewise
         self.frto = 0                     # F-RTO (RFC 5682) after an RTO: 0 off, 1 on, 2 send new data
+        self.reordering = INITIAL_REORDERING
+        self.reord_seen = 0
+        self.rtx_hw = iss
 
         self.ack_pending = 0          # 0 none, 1 delayed, 2 now
         self.quick = 0
@@ -799,6 +806,8 @@ class TcpConnection:
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
             "ecn": bool(self.ecn),                    # negotiated (RFC 3168; ss -i "ecn")
+            "reordering": self.reordering,          # (Linux tcpi_reordering, tcpi_reord_seen)
+            "reord_seen": self.reord_seen,
             # the pending ICMP soft error (errno, 0: none), readable at any time as Linux's
             # SO_ERROR reads sk_err_soft (RFC 1122 4.2.3.9, RFC 9293 SHLD-25 / MUST-47); void
             # once the connection made progress, as Linux clears it on a new ACK
@@ -1280,10 +1289,16 @@ class TcpConnection:
                 self.snd_wl2 = ack
         newly_sacked = 0
         dsack = None
+        # (the highest SACK before this ACK, relative to SND.UNA: Linux prior_fack)
+        prior_hi = self.sb.highest(una) if self.sb.blocks else 0
         if self.sack_ok:
             blocks = hdr.options.sack_blocks
             if blocks:
                 newly_sacked, dsack = self.sb.update(blocks, una, self.snd_nxt, ack)
+                low = self.sb.reord
+                if low is not None and not self._retransmitted(low):
+                    # a never-retransmitted segment SACKed below the highest SACK: reordering
+                    self._check_reordering(low, (una + self.sb.highest(una)) & MASK, False)
                 if dsack is not None:
                     self.counters["TCPDSACKRecv"] += 1
                     if self.undo is not None:
@@ -1291,6 +1306,8 @@ class TcpConnection:
         acked = (ack - una) & MASK
         self.probes_out = 0                       # Linux tcp_ack: any valid ACK
         if acked and acked < HALF:
+            if prior_hi:
+                self._acked_reordering(una, acked, prior_hi)
             self._clean_rtx(ack, acked, tsecr, now, acks)
             if self.state == CLOSED:
                 return
@@ -1315,15 +1332,15 @@ class TcpConnection:
             # before it and still un-SACKed is lost (RACK's time order), whatever DupThresh says
             tlp_sacked = (self.tlp_high is not None and self.sb.blocks and seq_ge(
                 (self.snd_una + self.sb.highest(self.snd_una)) & MASK, self.tlp_high))
-            if (self.dupacks >= 3 or tlp_sacked
-                    or (self.sb.blocks and self.sb.lost_limit(self.snd_una, self.mss))):
+            if (self.dupacks >= self.reordering or tlp_sacked
+                    or (self.sb.blocks and self.sb.lost_limit(self.snd_una, self.mss, self.reordering))):
                 if self.snd_nxt != self.snd_una:
                     self._enter_recovery(now)
                     if tlp_sacked:
                         self.lost_end = seq_max(
                             self.lost_end, (self.snd_una + self.sb.highest(self.snd_una)) & MASK)
         elif ca == CA_RECOVERY and self.sb.blocks:
-            lim = self.sb.lost_limit(self.snd_una, self.mss)
+            lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering)
             if lim:
                 self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
             if newly_sacked and self.rtx_marks:
@@ -1369,6 +1386,58 @@ class TcpConnection:
             room = (una + self.snd_wnd - self.snd_nxt) & MASK
             self.frto = 2 if 0 < avail < HALF and 0 < room < HALF else 0
 
+    def _fack(self, ack: int) -> int:
+        """The highest SACKed sequence (its end, as Linux ``tcp_highest_sack_seq``), or
+        ``ack`` when nothing above it is SACKed."""
+        if not self.sb.blocks:
+            return ack
+        return seq_max((ack + self.sb.highest(ack)) & MASK, ack)
+
+    def _retransmitted(self, seq: int) -> bool:
+        """``seq`` may have been retransmitted: it lies below the end of the highest
+        retransmission still outstanding (conservative: Linux marks each segment TCPCB_RETRANS;
+        a hole below a later retransmission counts as retransmitted)."""
+        una = self.snd_una
+        hw = (self.rtx_hw - una) & MASK
+        return 0 < hw <= ((self.snd_nxt - una) & MASK) and ((seq - una) & MASK) < hw
+
+    def _start_undo(self, undo: RecoveryUndo) -> None:
+        """Start the undo evidence of a new reduction, counting retransmissions of an earlier
+        episode that are still outstanding (``rtx_hw``)."""
+        una = self.snd_una
+        hw = (self.rtx_hw - una) & MASK
+        if 0 < hw <= ((self.snd_nxt - una) & MASK):
+            undo.start(una, self.rtx_hw, -(-hw // self.mss))
+        else:
+            undo.start(una)
+
+    def _check_reordering(self, low: int, fack: int, ts: bool) -> None:
+        """A hole at ``low`` was filled by an original while data up to ``fack`` had arrived
+        (Linux ``tcp_check_sack_reordering``): raise ``reordering`` (tcp/reordering.py); count
+        TCPTSReorder (timestamps showed it) or TCPSACKReorder."""
+        r = reordering_after(self.reordering, low, fack, self.mss)
+        if r is None:
+            return
+        self.reordering = r
+        self.reord_seen += 1
+        self.counters["TCPTSReorder" if ts else "TCPSACKReorder"] += 1
+
+    def _acked_reordering(self, una: int, acked: int, prior_hi: int) -> None:
+        """The cumulative ACK covers a never-retransmitted, un-SACKed segment below the
+        highest SACKed sequence before this ACK (``prior_hi``, relative to ``una``): it was
+        overtaken (Linux tcp_clean_rtx_queue's ``reord`` against ``prior_fack``; the ACK that
+        both acknowledges a segment and SACKs a later one shows a loss after it, not reordering)."""
+        sb = self.sb
+        hi = sb.highest(una)
+        hw = (self.rtx_hw - una) & MASK
+        start = hw if 0 < hw <= ((self.snd_nxt - una) & MASK) else 0
+        limit = acked if acked < prior_hi else prior_hi
+        if start >= limit:
+            return
+        hole = sb.next_hole(una, start, limit)
+        if hole is not None:
+            self._check_reordering((una + hole[0]) & MASK, (una + hi) & MASK, False)
+
     def _mark_lost_retrans(self) -> None:
         """Lost retransmission detection (Linux tcp_mark_lost_retrans, the pre-RACK form of
         RFC 8985's rule): a retransmission is lost when the peer SACKs data we sent after it
@@ -1411,6 +1480,7 @@ class TcpConnection:
                 prior_in_flight = 0
         else:
             prior_in_flight = self._pipe()
+        prior_una = self.snd_una
         self.snd_una = ack
         freed = self.sndbuf.ack_to(ack)
         if freed:
@@ -1445,22 +1515,35 @@ class TcpConnection:
                 cc.on_ack(freed or acked, rtt, now, prior_in_flight, acks)
         elif ca == CA_RECOVERY:
             undo = self.undo
+            delayed = undo is not None and undo.undo_marker is not None and undo.packet_delayed(tsecr)
+            if delayed:
+                # the hole was filled by an original, not by the retransmission: reordering
+                # (Linux tcp_try_undo_partial's tcp_check_sack_reordering(prior_snd_una, ts))
+                self._check_reordering(prior_una, self._fack(ack), True)
             if seq_ge(ack, self.recovery_point):
                 # full ACK: undo if the retransmissions were spurious (Linux
                 # tcp_try_undo_recovery), else cwnd = ssthresh
                 self._exit_recovery(now, "TCPFullUndo" if undo is not None and undo.may_undo(tsecr) else None)
-            elif (undo is not None and undo.undo_marker is not None and undo.packet_delayed(tsecr)
-                  and not seq_gt(self.high_rxt, ack)):
+            elif delayed and not seq_gt(self.high_rxt, ack):
                 # a partial ACK of originals (Eifel) with no retransmission outstanding
                 # (Linux tcp_try_undo_partial)
                 self._exit_recovery(now, "TCPPartialUndo")
             else:
-                # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is lost
                 self.high_rxt = seq_max(self.high_rxt, ack)
-                self.lost_end = seq_max(self.lost_end, (ack + self.mss) & MASK)
                 self.dupacks = 0
-                if not self.sb.is_sacked(ack, 0):
-                    self.force_rtx = True
+                if not delayed:
+                    # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is
+                    # lost.  Linux marks it with SACK only when more than ``reordering`` segments
+                    # are SACKed beyond it (tcp_force_fast_retransmit), leaving the rest to RACK,
+                    # which we lack: tried, twice the timeouts in the sim at 3 % loss (PERF_LOG
+                    # 26).  An ACK of originals (Eifel) with retransmissions outstanding marks
+                    # nothing (Linux tcp_try_undo_partial)
+                    # (never past SND.NXT: a retransmission of unsent bytes gets an ACK beyond
+                    # SND.NXT, which RFC 9293 drops -- a stall, sim seed 565)
+                    mark = (ack + self.mss) & MASK
+                    self.lost_end = seq_max(self.lost_end, mark if seq_lt(mark, self.snd_nxt) else self.snd_nxt)
+                    if not self.sb.is_sacked(ack, 0):
+                        self.force_rtx = True
         elif self.undo is not None and self.undo.may_undo(tsecr):
             # CA_LOSS and the timeout was spurious: the ACK echoes an original (Eifel) or every
             # retransmission was DSACKed (Linux tcp_try_undo_loss)
@@ -1546,7 +1629,7 @@ class TcpConnection:
         self.ca_state = CA_RECOVERY
         self.recovery_point = self.snd_nxt
         self.high_rxt = self.snd_una
-        lim = self.sb.lost_limit(self.snd_una, self.mss) if self.sack_ok else 0
+        lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering) if self.sack_ok else 0
         self.lost_end = (self.snd_una + max(lim, self.mss)) & MASK
         if self.sack_ok:
             self.counters["TCPSackRecovery"] += 1
@@ -1555,7 +1638,7 @@ class TcpConnection:
         undo = self.undo
         if undo is None:
             undo = self.undo = RecoveryUndo()
-        undo.start(self.snd_una)                       # (Linux tcp_init_undo)
+        self._start_undo(undo)                         # (Linux tcp_init_undo)
         if self.cc is not None:
             self.cc.on_congestion_event(now, self._pipe())
             self.init_cwnd_reduction()
@@ -2340,6 +2423,9 @@ class TcpConnection:
         self._transmit(seq, data, flags, now)
         self.retransmits += 1
         self.counters["RetransSegs"] += 1
+        hw = (self.rtx_hw - self.snd_una) & MASK
+        if not 0 < hw <= ((self.snd_nxt - self.snd_una) & MASK) or seq_gt(end, self.rtx_hw):
+            self.rtx_hw = end                         # (stale below SND.UNA, or a higher one)
         if self.undo is not None and self.undo.undo_marker is not None:
             self.undo.on_retransmit(seq, end, 1, self._tsval(now) if self.ts_ok else None)
         if self.ca_state != CA_OPEN and self.prr is not None:
@@ -2433,7 +2519,12 @@ class TcpConnection:
             undo = self.undo                          # (Linux tcp_enter_loss -> tcp_init_undo;
             if undo is None:                          # from recovery its marker is kept)
                 undo = self.undo = RecoveryUndo()
-            undo.start(self.snd_una)
+            self._start_undo(undo)
+            if self.sb.sacked >= INITIAL_REORDERING * self.mss and self.reordering > INITIAL_REORDERING:
+                # a timeout with DupThresh segments SACKed and no recovery: the reordering degree
+                # was over-estimated (a SACK lost on the way looks like reordering); back to 3
+                # (Linux tcp_enter_loss)
+                self.reordering = INITIAL_REORDERING
         # F-RTO (RFC 5682; Linux tcp_enter_loss: not for the first timeout of a fast recovery)
         self.frto = 1 if self.sack_ok and self.ca_state != CA_RECOVERY else 0
         if self.cc is not None:

@@ -13,11 +13,14 @@ DUPTHRESH = 3
 
 
 class SackScoreboard:
-    __slots__ = ("blocks", "sacked")
+    __slots__ = ("blocks", "sacked", "reord")
 
     def __init__(self) -> None:
         self.blocks: list[list[int]] | tuple = ()     # a list from the first SACKed range on
         self.sacked = 0
+        # after update(): the lowest newly SACKed sequence below the highest SACKed one before
+        # it (a hole filled out of order: tcp/reordering.py), else None
+        self.reord: int | None = None
 
     def __bool__(self) -> bool:
         return bool(self.blocks)
@@ -38,6 +41,8 @@ class SackScoreboard:
             below = 0
         newly = 0
         dsack = None
+        self.reord = None
+        prior_high = self.highest(snd_una)
         for i, (left, right) in enumerate(sack_blocks):
             rel_l = (left - snd_una) & MASK
             rel_r = (right - snd_una) & MASK
@@ -56,6 +61,13 @@ class SackScoreboard:
                 rel_l = 0
             if rel_r >= 0x80000000 or rel_r > outstanding or rel_r <= rel_l:
                 continue                      # bogus or beyond what we sent: ignore
+            if rel_l < prior_high:
+                # (Linux tcp_sacktag_one's state->reord: the first byte this block newly SACKs)
+                hole = self.next_hole(snd_una, rel_l, rel_r)
+                if hole is not None and hole[0] < prior_high:
+                    low = (snd_una + hole[0]) & MASK
+                    if self.reord is None or ((low - self.reord) & MASK) >= 0x80000000:
+                        self.reord = low
             newly += self._add(rel_l, rel_r, snd_una)
         return newly, dsack
 
@@ -107,18 +119,19 @@ class SackScoreboard:
             return 0
         return (self.blocks[-1][1] - snd_una) & MASK
 
-    def lost_limit(self, snd_una: int, mss: int) -> int:
+    def lost_limit(self, snd_una: int, mss: int, dupthresh: int = DUPTHRESH) -> int:
         """RFC 6675 IsLost(): relative offset below which every un-SACKed octet is lost (0: none).
 
         An octet is lost when DupThresh discontiguous SACKed ranges lie above it or more than
-        (DupThresh - 1) * SMSS SACKed bytes do."""
+        (DupThresh - 1) * SMSS SACKed bytes do.  ``dupthresh``: the connection's reordering
+        degree (tcp/reordering.py; Linux ``tp->reordering``), 3 by default."""
         acc = 0
         count = 0
-        threshold = (DUPTHRESH - 1) * mss
+        threshold = (dupthresh - 1) * mss
         for l, r in reversed(self.blocks):
             acc += (r - l) & MASK
             count += 1
-            if acc > threshold or count >= DUPTHRESH:
+            if acc > threshold or count >= dupthresh:
                 return (l - snd_una) & MASK
         return 0
 

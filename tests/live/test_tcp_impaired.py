@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(120)
 
 REPAIR = ("RetransSegs", "TCPTimeouts", "TCPSackRecovery", "TCPFastRetrans", "TCPLossProbes",
           "TCPLostRetransmit", "TCPDSACKRecv", "TCPOFOQueue", "TCPFullUndo", "TCPPartialUndo",
-          "TCPDSACKUndo", "TCPLossUndo", "TCPSpuriousRTOs")
+          "TCPDSACKUndo", "TCPLossUndo", "TCPSpuriousRTOs", "TCPSACKReorder", "TCPTSReorder")
 
 
 def _show(label: str, nbytes: int, secs: float, counters: dict) -> None:

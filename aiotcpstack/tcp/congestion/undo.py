@@ -37,7 +37,7 @@ class RecoveryUndo:
     yet, as Linux), ``retrans_stamp`` (TSval of the first retransmission, None without
     timestamps)."""
 
-    __slots__ = ("undo_marker", "undo_retrans", "retrans_stamp", "rtx_low", "rtx_high")
+    __slots__ = ("undo_marker", "undo_retrans", "retrans_stamp", "rtx_low", "rtx_high", "stamp_unknown")
 
     def __init__(self) -> None:
         self.undo_marker: int | None = None
@@ -45,13 +45,25 @@ class RecoveryUndo:
         self.retrans_stamp: int | None = None
         self.rtx_low = 0              # the span [rtx_low, rtx_high) of what was retransmitted
         self.rtx_high = 0
+        self.stamp_unknown = False    # retransmissions before the marker, their TSval not known
 
-    def start(self, snd_una: int) -> None:
-        """A reduction begins (Linux ``tcp_init_undo``)."""
+    def start(self, snd_una: int, rtx_end: int | None = None, rtx_segs: int = 0) -> None:
+        """A reduction begins (Linux ``tcp_init_undo``).  ``rtx_end``: retransmissions of an
+        earlier episode are still outstanding up to there (``rtx_segs`` segments at most): they
+        count in ``undo_retrans`` (Linux ``undo_retrans = retrans_out``) and ``retrans_stamp``
+        stays that of the earlier first retransmission (Linux clears it only when none is
+        outstanding) -- else an ACK echoing the earlier retransmission would look like an
+        original's (Eifel) and undo a real loss."""
         self.undo_marker = snd_una
-        self.undo_retrans = -1
-        self.retrans_stamp = None
-        self.rtx_low = self.rtx_high = snd_una
+        self.stamp_unknown = False
+        if rtx_end is None or rtx_segs <= 0:
+            self.undo_retrans = -1
+            self.retrans_stamp = None
+            self.rtx_low = self.rtx_high = snd_una
+        else:
+            self.undo_retrans = rtx_segs
+            self.rtx_low, self.rtx_high = snd_una, rtx_end
+            self.stamp_unknown = self.retrans_stamp is None      # (then no Eifel undo)
 
     def clear(self) -> None:
         """Undone, or no longer undoable (Linux ``undo_marker = 0``)."""
@@ -71,7 +83,7 @@ class RecoveryUndo:
             if ((self.rtx_high - end) & MASK) >= HALF:
                 self.rtx_high = end
         self.undo_retrans += segs
-        if self.retrans_stamp is None:
+        if self.retrans_stamp is None and not self.stamp_unknown:
             self.retrans_stamp = tsval
 
     def on_dsack(self, left: int, right: int, mss: int) -> None:
