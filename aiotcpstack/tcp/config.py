@@ -43,6 +43,9 @@ class TcpConfig:
     syncookies: int = 1             # tcp_syncookies: 0 never, 1 under pressure, 2 always
     challenge_ack_limit: int = 1000  # tcp_challenge_ack_limit (per second)
     tlp: bool = True                # tail loss probe (RFC 8985 7; Linux tcp_early_retrans=3)
+    # net.ipv4.tcp_recovery: 1 (Linux's default) finds losses by time, RACK (RFC 8985,
+    # tcp/rack.py) on SACK connections; 0: RFC 6675's DupThresh rules only (tcp/reordering.py)
+    recovery: int = 1
     # tcp_ecn (RFC 3168 ECN, RFC 9293 3.8.2 SHLD-8): 0 off, 1 request it on outgoing connections
     # and accept it on incoming ones, 2 (Linux's default) accept it on incoming ones only
     ecn: int = 2
@@ -85,6 +88,8 @@ class TcpConfig:
             v = getattr(self, name)
             if type(v) is not int or not (v == -1 or lo <= v <= 255):
                 raise ValueError(f"{name} must be -1 (the stack default) or an int in {lo}..255, got {v!r}")
+        if type(self.recovery) is not int or self.recovery not in (0, 1):
+            raise ValueError(f"recovery must be 0 (DupThresh only) or 1 (RACK), got {self.recovery!r}")
         if type(self.ecn) is not int or not 0 <= self.ecn <= 2:
             raise ValueError(f"ecn must be 0 (off), 1 (request and accept) or 2 (accept only), "
                              f"got {self.ecn!r}")

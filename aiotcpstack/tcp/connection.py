@@ -50,6 +50,7 @@ from . import state as S
 from .congestion import registry as _cc_registry
 from .congestion.prr import Prr
 from .congestion.undo import RecoveryUndo
+from .rack import Rack
 from .reordering import INITIAL_REORDERING, reordering_after
 from .options_negotiation import choose_wscale, default_peer_mss, max_sack_blocks
 from .receive_buffer import OFO_SEG_OVERHEAD, OutOfOrderQueue
@@ -220,6 +221,8 @@ class TcpConnection:
         # the reordering degree, DupThresh (tcp/reordering.py; Linux tp->reordering, reord_seen)
         # and the end of the highest retransmission (what lies below it may be a retransmission)
         "reordering", "reord_seen", "rtx_hw",
+        # RACK loss detection (tcp/rack.py, RFC 8985): None unless SACK and ``recovery`` is on
+        "rack",
         # ACK policy
         "ack_pending", "quick", "ato", "lrcvtime", "dsack",
         # timers
@@ -341,6 +344,7 @@ class TcpConnection:
         self.reordering = INITIAL_REORDERING
         self.reord_seen = 0
         self.rtx_hw = iss
+        self.rack: Rack | None = None
 
         self.ack_pending = 0          # 0 none, 1 delayed, 2 now
         self.quick = 0
@@ -1006,6 +1010,8 @@ class TcpConnection:
         self.lrcvtime = now
         self.rcvq_time = now
         self.recovery_point = self.high_rxt = self.lost_end = self.snd_una
+        if cfg.recovery and self.sack_ok:
+            self.rack = Rack()                        # (net.ipv4.tcp_recovery = 1: RACK)
         if cfg.keepalive:
             self.wheel.arm(self._t_ka, now + cfg.keepalive_time)
         else:
@@ -1325,9 +1331,19 @@ class TcpConnection:
             una2 = self.snd_una
             below = self.sb.sacked_in(una2, 0, (self.recovery_point - una2) & MASK)
             self._frto_ack(adv + below - frto_sacked0, rtx_out, adv, newly_sacked, now)
-        # Loss detection (RFC 5681 3.2 / RFC 6675 5: DupThresh dupacks or IsLost(SND.UNA))
+        # Loss detection (RFC 5681 3.2 / RFC 6675 5: DupThresh dupacks or IsLost(SND.UNA)); on a
+        # SACK connection with ``recovery`` on, RACK instead (RFC 8985; Linux disables RFC 6675's
+        # rules then: tcp_time_to_recover, tcp_identify_packet_loss)
         ca = self.ca_state
-        if ca == CA_OPEN:
+        rack = self.rack
+        if rack is not None:
+            rack.advance(self.snd_una, una, self.sb.newly_end if hdr.options.sack_blocks else None,
+                         self.sb, now, self.rtt.min_rtt)
+            if dsack is not None:
+                rack.on_dsack()
+            rack.update_reo_wnd(self.snd_una, self.snd_nxt)
+            self._rack_mark(rack, now)
+        elif ca == CA_OPEN:
             # RFC 8985 7.4: a SACK for the tail loss probe (sent last) shows that everything sent
             # before it and still un-SACKed is lost (RACK's time order), whatever DupThresh says
             tlp_sacked = (self.tlp_high is not None and self.sb.blocks and seq_ge(
@@ -1438,6 +1454,56 @@ class TcpConnection:
         if hole is not None:
             self._check_reordering((una + hole[0]) & MASK, (una + hi) & MASK, False)
 
+    def _rack_mark(self, rack: Rack, now: float) -> bool:
+        """RACK's loss marking (RFC 8985 6.3; Linux tcp_rack_mark_lost): the originals it finds
+        lost extend ``lost_end``, the retransmissions go to ``relost`` (TCPLostRetransmit); a
+        loss in the open state starts fast recovery.  The earliest deadline of a segment not lost
+        yet arms the retransmission timer as the reordering timer (``rack.reo_at``) when that
+        comes first.  Returns whether anything was marked."""
+        una = self.snd_una
+        if una == self.snd_nxt:
+            return False
+        ca = self.ca_state
+        sb = self.sb
+        rtt = self.rtt
+        min_rtt = rtt.min_rtt
+        reo = rack.reo_wnd(self.reord_seen, ca != CA_OPEN, sb.sacked, self.reordering * self.mss,
+                           min_rtt, rtt.srtt)
+        lost_from = self.lost_end if ca != CA_OPEN and seq_gt(self.lost_end, una) else una
+        lost_end, relost, deadline = rack.detect(una, lost_from, sb, now, reo)
+        marked = lost_end is not None or bool(relost)
+        if marked:
+            if ca == CA_OPEN:
+                self._enter_recovery(now)
+                self.lost_end = una                   # RACK's marks, not DupThresh's
+            if lost_end is not None and seq_gt(lost_end, self.lost_end):
+                self.lost_end = lost_end
+            if relost:
+                if not self.relost:
+                    self.relost = []
+                self.relost.extend(relost)
+                self.counters["TCPLostRetransmit"] += len(relost)
+        if deadline is not None:
+            t = self._t_rtx
+            if t._slot is None or deadline < t.expires:
+                self.tlp_armed = False
+                rack.reo_at = deadline
+                self.wheel.arm(t, deadline)
+        return marked
+
+    def _rack_timeout(self, now: float) -> None:
+        """The reordering timer (RFC 8985 6.3 ``RACK_detect_loss`` at the deadline; Linux
+        tcp_rack_reo_timeout): mark what is lost by now, start recovery if it was not on, send
+        the retransmissions; then the RTO again unless another deadline was armed."""
+        rack = self.rack
+        if rack is None or self.probe_mode or self.snd_una == self.snd_nxt:
+            return
+        if self._rack_mark(rack, now) and self.ca_state == CA_RECOVERY and self.cc is not None:
+            self.cwnd_reduction(0, False)
+        self._output(now)
+        if self._t_rtx._slot is None:
+            self._arm(self._t_rtx, now + self.rtt.rto)
+
     def _mark_lost_retrans(self) -> None:
         """Lost retransmission detection (Linux tcp_mark_lost_retrans, the pre-RACK form of
         RFC 8985's rule): a retransmission is lost when the peer SACKs data we sent after it
@@ -1531,12 +1597,12 @@ class TcpConnection:
             else:
                 self.high_rxt = seq_max(self.high_rxt, ack)
                 self.dupacks = 0
-                if not delayed:
+                if not delayed and self.rack is None:
                     # RFC 6582 3.2 step 5 (partial ACK): the first unacknowledged segment is
                     # lost.  Linux marks it with SACK only when more than ``reordering`` segments
-                    # are SACKed beyond it (tcp_force_fast_retransmit), leaving the rest to RACK,
-                    # which we lack: tried, twice the timeouts in the sim at 3 % loss (PERF_LOG
-                    # 26).  An ACK of originals (Eifel) with retransmissions outstanding marks
+                    # are SACKed beyond it (tcp_force_fast_retransmit), and with RACK on (``rack``)
+                    # not at all: RACK finds the loss by time.  Without RACK Linux's rule had twice
+                    # the timeouts in the sim at 3 % loss (PERF_LOG 26).  An ACK of originals (Eifel) with retransmissions outstanding marks
                     # nothing (Linux tcp_try_undo_partial)
                     # (never past SND.NXT: a retransmission of unsent bytes gets an ACK beyond
                     # SND.NXT, which RFC 9293 drops -- a stall, sim seed 565)
@@ -1614,6 +1680,8 @@ class TcpConnection:
             self.counters["TCPOrigDataSent"] += 1
             self.snd_nxt = (nxt + n) & MASK
             self.last_send = now
+            if self.rack is not None:
+                self.rack.on_send(self.snd_nxt, now, una)
         else:
             data_end = self.fin_seq if self.fin_sent else nxt
             dlen = (data_end - una) & MASK
@@ -1667,6 +1735,8 @@ class TcpConnection:
         self.frto = 0
         self.force_rtx = False if undo else self.force_rtx
         self.high_rxt = self.lost_end = self.snd_una
+        if self.rack is not None:
+            self.rack.on_recovery_end(undo)
         if undo:
             self.counters[undo] += 1
             if self.undo is not None:
@@ -2385,6 +2455,8 @@ class TcpConnection:
             self.frto = 1                 # (F-RTO step 2b done: the next ACK decides)
         if sent_new:
             self.last_send = now
+            if self.rack is not None:
+                self.rack.on_send(self.snd_nxt, now, una)      # (RACK: the originals' time)
             if self.ca_state != CA_OPEN and self.prr is not None:
                 # PRR counts new data too (in any reduction state: recovery, an ECN CWR)
                 self.prr.prr_out += (self.snd_nxt - nxt0) & MASK
@@ -2423,6 +2495,8 @@ class TcpConnection:
         self._transmit(seq, data, flags, now)
         self.retransmits += 1
         self.counters["RetransSegs"] += 1
+        if self.rack is not None:
+            self.rack.on_retransmit(seq, end, now)
         hw = (self.rtx_hw - self.snd_una) & MASK
         if not 0 < hw <= ((self.snd_nxt - self.snd_una) & MASK) or seq_gt(end, self.rtx_hw):
             self.rtx_hw = end                         # (stale below SND.UNA, or a higher one)
@@ -2473,6 +2547,11 @@ class TcpConnection:
             return
         if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
             return
+        rack = self.rack
+        if rack is not None and rack.reo_at is not None and rack.reo_at == self._t_rtx.expires:
+            rack.reo_at = None                        # RACK's reordering timer, not the RTO
+            self._rack_timeout(now)
+            return
         if self.tlp_armed:
             self.tlp_armed = False
             if not self.probe_mode and self.snd_una != self.snd_nxt and self.ca_state == CA_OPEN:
@@ -2504,6 +2583,8 @@ class TcpConnection:
         self.counters["TCPTimeouts"] += 1
         self.rtx_marks = ()
         self.relost = ()
+        if rack is not None:
+            rack.reset()                              # (everything outstanding is lost now)
         self.tlp_high = None
         if self.config.mtu_probing:
             # (PMTUD issue) black-hole detection (Linux tcp_write_timeout -> tcp_mtu_probing):

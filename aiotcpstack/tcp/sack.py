@@ -13,7 +13,7 @@ DUPTHRESH = 3
 
 
 class SackScoreboard:
-    __slots__ = ("blocks", "sacked", "reord")
+    __slots__ = ("blocks", "sacked", "reord", "newly_end", "_new_hi")
 
     def __init__(self) -> None:
         self.blocks: list[list[int]] | tuple = ()     # a list from the first SACKed range on
@@ -21,6 +21,10 @@ class SackScoreboard:
         # after update(): the lowest newly SACKed sequence below the highest SACKed one before
         # it (a hole filled out of order: tcp/reordering.py), else None
         self.reord: int | None = None
+        # after update(): the end of the highest newly SACKed range (absolute), else None --
+        # the most recently sent original that ACK delivered, for RACK (tcp/rack.py)
+        self.newly_end: int | None = None
+        self._new_hi = 0
 
     def __bool__(self) -> bool:
         return bool(self.blocks)
@@ -42,6 +46,8 @@ class SackScoreboard:
         newly = 0
         dsack = None
         self.reord = None
+        self.newly_end = None
+        newly_hi = 0
         prior_high = self.highest(snd_una)
         for i, (left, right) in enumerate(sack_blocks):
             rel_l = (left - snd_una) & MASK
@@ -68,7 +74,13 @@ class SackScoreboard:
                     low = (snd_una + hole[0]) & MASK
                     if self.reord is None or ((low - self.reord) & MASK) >= 0x80000000:
                         self.reord = low
-            newly += self._add(rel_l, rel_r, snd_una)
+            added = self._add(rel_l, rel_r, snd_una)
+            if added:
+                newly += added
+                if self._new_hi > newly_hi:
+                    newly_hi = self._new_hi
+        if newly_hi:
+            self.newly_end = (snd_una + newly_hi) & MASK
         return newly, dsack
 
     def _add(self, rel_l: int, rel_r: int, una: int) -> int:
@@ -93,6 +105,12 @@ class SackScoreboard:
             if e > new_r:
                 new_r = e
             j += 1
+        # the end of the highest newly covered part: below the last block overlapped when that
+        # reaches past rel_r (blocks are disjoint, so a gap lies just below it), else rel_r
+        if j > i and ((blocks[j - 1][1] - una) & MASK) >= rel_r:
+            self._new_hi = (blocks[j - 1][0] - una) & MASK
+        else:
+            self._new_hi = rel_r
         blocks[i:j] = [[(una + new_l) & MASK, (una + new_r) & MASK]]
         added = (new_r - new_l) - covered
         self.sacked += added

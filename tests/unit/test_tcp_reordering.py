@@ -36,7 +36,8 @@ def _sack_above_a_hole(h, t: float, n: int):
 
 
 def test_eifel_raises_reordering_then_the_same_reordering_is_no_recovery_but_a_loss_is():
-    h = est(TS)
+    # (recovery=0: DupThresh decides here; with RACK the time since sending does)
+    h = est(TS.with_options(recovery=0))
     mss = h.conn.mss                                   # (1448: the timestamp option takes 12)
     assert h.conn.reordering == INITIAL_REORDERING == h.conn.snapshot()["reordering"]
     t = enter_recovery(h, t=0.05, opts=dict(timestamp=(200, 20)))
@@ -131,8 +132,9 @@ def test_undo_evidence_keeps_the_stamp_of_retransmissions_still_outstanding():
 
 def test_a_timeout_with_dupthresh_sacked_puts_reordering_back_to_3():
     """Linux tcp_enter_loss: a timeout in the open state with 3 or more segments SACKed means
-    the raised reordering degree kept fast recovery from starting: back to 3."""
-    h = est(TS)
+    the raised reordering degree kept fast recovery from starting: back to 3.  (recovery=0: with
+    RACK the time since sending starts recovery first)"""
+    h = est(TS.with_options(recovery=0))
     t = enter_recovery(h, t=0.05, opts=dict(timestamp=(200, 20)))
     h.feed(t + 1e-3, ".", 5001, seg(10), opts=TcpOptions(timestamp=(201, 20)))
     assert h.conn.reordering == 11
