@@ -1343,6 +1343,11 @@ class TcpConnection:
                 rack.on_dsack()
             rack.update_reo_wnd(self.snd_una, self.snd_nxt)
             self._rack_mark(rack, now)
+            if (self.ca_state == CA_OPEN and self.dupacks >= self.reordering and not self.sb.blocks
+                    and self.snd_nxt != self.snd_una):
+                # duplicate ACKs without SACK blocks from a SACK peer (an option-stripping box):
+                # RACK has no SACKed segment to go by; DupThresh still starts fast retransmit
+                self._enter_recovery(now)
         elif ca == CA_OPEN:
             # RFC 8985 7.4: a SACK for the tail loss probe (sent last) shows that everything sent
             # before it and still un-SACKed is lost (RACK's time order), whatever DupThresh says
@@ -1602,8 +1607,9 @@ class TcpConnection:
                     # lost.  Linux marks it with SACK only when more than ``reordering`` segments
                     # are SACKed beyond it (tcp_force_fast_retransmit), and with RACK on (``rack``)
                     # not at all: RACK finds the loss by time.  Without RACK Linux's rule had twice
-                    # the timeouts in the sim at 3 % loss (PERF_LOG 26).  An ACK of originals (Eifel) with retransmissions outstanding marks
-                    # nothing (Linux tcp_try_undo_partial)
+                    # the timeouts in the sim at 3 % loss (PERF_LOG 26).  An ACK of originals
+                    # (Eifel) with retransmissions outstanding marks nothing (Linux
+                    # tcp_try_undo_partial)
                     # (never past SND.NXT: a retransmission of unsent bytes gets an ACK beyond
                     # SND.NXT, which RFC 9293 drops -- a stall, sim seed 565)
                     mark = (ack + self.mss) & MASK

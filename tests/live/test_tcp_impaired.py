@@ -31,22 +31,29 @@ def _show(label: str, nbytes: int, secs: float, counters: dict) -> None:
     print(f"{label}: {nbytes / MB:.1f} MB in {secs:.2f} s = {nbytes * 8 / secs / 1e6:.1f} Mbit/s  {rep}")
 
 
-async def _both_directions(lab, stack: Stack, server_addr: str, our_addr: str, up: bytes, down: bytes,
-                           label: str, deadline: float = 60.0) -> None:
-    """our client -> kernel server, then kernel client -> our server, hash-checked."""
-    loop = asyncio.get_running_loop()
+async def client_to_kernel(lab, stack: Stack, server_addr: str, up: bytes, down: bytes, label: str,
+                           deadline: float = 60.0) -> dict:
+    """our client -> kernel server, hash-checked both ways; the REPAIR counters it moved."""
     srv = KernelServer(lab.ns_b, server_addr, down)
     try:
         c0 = dict(stack.counters)
         digest, n, secs = await asyncio.wait_for(our_client(stack, server_addr, srv.port, up), deadline)
-        _show(f"{label} our client->kernel", len(up) + n, secs,
-              {k: stack.counters[k] - c0.get(k, 0) for k in REPAIR})
+        moved = {k: stack.counters[k] - c0.get(k, 0) for k in REPAIR}
+        _show(f"{label} our client->kernel", len(up) + n, secs, moved)
         assert (digest, n) == (hashlib.sha256(down).hexdigest(), len(down))
         srv.thread.join(10)
         assert not srv.errors, srv.errors
         assert srv.results == [(hashlib.sha256(up).hexdigest(), len(up))]
     finally:
         srv.close()
+    return moved
+
+
+async def _both_directions(lab, stack: Stack, server_addr: str, our_addr: str, up: bytes, down: bytes,
+                           label: str, deadline: float = 60.0) -> None:
+    """our client -> kernel server, then kernel client -> our server, hash-checked."""
+    loop = asyncio.get_running_loop()
+    await client_to_kernel(lab, stack, server_addr, up, down, label, deadline)
     server, results, done = await start_our_server(stack, None, down)
     try:
         port = server.sockets[0].getsockname()[1]

@@ -7,32 +7,18 @@ retransmission timeouts no more than DupThresh's plus one (the counts are small 
 random: one timeout either way is noise; the numbers go to benchmarks/PERF_LOG.md step 28)."""
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from aiotcpstack import Stack
-from test_tcp_impaired import REPAIR, _show
-from test_tcp_live import MB, KernelServer, blob, our_client
+from test_tcp_impaired import client_to_kernel
+from test_tcp_live import MB, blob
 
 pytestmark = pytest.mark.timeout(180)
 
 
 async def _upload(lab, recovery: int, up: bytes, down: bytes) -> dict:
-    srv = KernelServer(lab.ns_b, lab.addr_b, down)
-    try:
-        async with Stack(lab.if_a, netns=lab.ns_a, recovery=recovery) as stack:
-            c0 = dict(stack.counters)
-            digest, n, secs = await our_client(stack, lab.addr_b, srv.port, up)
-            counters = {k: stack.counters[k] - c0.get(k, 0) for k in REPAIR}
-            _show(f"recovery={recovery} our client->kernel", len(up) + n, secs, counters)
-        assert (digest, n) == (hashlib.sha256(down).hexdigest(), len(down))
-        srv.thread.join(10)
-        assert not srv.errors, srv.errors
-        assert srv.results == [(hashlib.sha256(up).hexdigest(), len(up))]
-    finally:
-        srv.close()
-    return counters
+    async with Stack(lab.if_a, netns=lab.ns_a, recovery=recovery) as stack:
+        return await client_to_kernel(lab, stack, lab.addr_b, up, down, f"recovery={recovery}")
 
 
 async def test_rack_against_dupthresh_reordering_and_loss(lab_factory) -> None:
