@@ -171,3 +171,19 @@ def test_rack_state_units():
     assert r.xmit_ts == 3.0 and r.end_seq == 150 and r.rtt == pytest.approx(0.51)
     r.advance(250, 160, None, NoSack(), 3.52, 0.1)  # 150-250's rtx after 20 ms < min_rtt: ambiguous
     assert r.xmit_ts == 3.0 and r.rtx == []
+
+
+def test_scoreboard_reports_the_highest_newly_sacked_end():
+    """RACK's original candidate (``SackScoreboard.newly_end``): the end of the highest range a
+    SACK newly covered -- below a block already known when the new one only extends it
+    downwards, None when nothing is new."""
+    from aiotcpstack.tcp.sack import SackScoreboard
+    sb = SackScoreboard()
+    sb.update(((300, 400),), 100, 1000)
+    assert sb.newly_end == 400
+    sb.update(((200, 400),), 100, 1000)         # extends [300, 400) down: new bytes end at 300
+    assert sb.newly_end == 300
+    sb.update(((200, 400), (500, 600)), 100, 1000)
+    assert sb.newly_end == 600
+    sb.update(((200, 400),), 100, 1000)         # nothing new
+    assert sb.newly_end is None
