@@ -87,6 +87,11 @@ _from_bytes = int.from_bytes
 _RAW_UNPACK = RAW.unpack_from
 _StructError = struct.error
 _PORTS = struct.Struct("!HH").unpack_from
+#: an Ethernet frame's ethertype + IPv4 version/IHL byte and, for an option-less IPv4 header
+#: carrying TCP, its total length, addresses + ports and data offset + flags: what _rx_frames
+#: compares with the next frame (GRO's lookahead)
+_FLOW4 = struct.Struct("!12x3s1xH8x12s8xH").unpack_from
+_ETH_IP4_IHL5 = b"\x08\x00\x45"
 _HP_FLAGS = ~PSH & 0xFF                                  # only ACK (and PSH) may be set
 _LO_MAC = b"\x00" * 6          # source MAC of looped-back frames (as on ``lo``)
 _MASK32 = 0xFFFFFFFF
@@ -486,6 +491,8 @@ class NetworkCore:
     # ------------------------------------------------------------------------------------------
     #: a lone frame skips the frame loop (:meth:`receive`); off only to compare both paths in tests
     lone_rx = True
+    #: _rx_frames starts no GRO hold the next frame cannot join; off only to compare in tests
+    gro_lookahead = True
     _spare_owner: _Owner | None = None     # _deliver_conn's released _Owner, for the next one
 
     def receive(self, batch: list, now: float) -> None:
@@ -560,8 +567,20 @@ class NetworkCore:
         nxt = 0               # the run's next sequence number (g.next_seq, written back below)
         raw = _RAW_UNPACK
         rx_frame = self._rx_frame
+        # GRO's lookahead: a hold is joined by the frame right after it or never (a TCP
+        # segment that does not join flushes it, _rx_tcp), and only by one of the same flow
+        # and kind (data joins data, a pure ACK a pure ACK).  A frame whose next frame visibly
+        # cannot join -- both option-less IPv4, another address or port, or data after a pure
+        # ACK or the reverse -- or that is the batch's last, starts no hold: it takes the direct
+        # header prediction, as a lone frame does (what the hold's flush would have done at the
+        # next frame, without the hold, the flush and the hand-over: request/response traffic
+        # of many connections in one batch, e.g. conn_rate's ACK + response + FIN per connection)
+        lookahead = self._gro_batch and self.gro_lookahead
+        n = len(batch)
+        i = 0
         try:
             for frame, trusted in batch:
+                i += 1
                 if k16 is not None:
                     # Software GRO's run check (gro.py): a frame whose headers are those of the
                     # run's first frame but for the fields a run may change (gro.RAW), at the next
@@ -617,6 +636,19 @@ class NetworkCore:
                     g.next_seq = nxt         # the hold as the general path expects it
                     g.nbytes = (nxt - g.seq) & 0xFFFFFFFF
                 nparts = len(g.parts) if g is not None else 0
+                if lookahead:
+                    if i < n:
+                        try:
+                            e1, tot1, key1, of1 = _FLOW4(frame)
+                            e2, tot2, key2, of2 = _FLOW4(batch[i][0])
+                        except _StructError:
+                            self._gro_batch = True         # (a short frame: no conclusion)
+                        else:
+                            # (payload: IPv4 total length - 20 - the TCP header length)
+                            self._gro_batch = (e1 != _ETH_IP4_IHL5 or e2 != _ETH_IP4_IHL5 or (
+                                key1 == key2 and (tot1 > 20 + (of1 >> 12 << 2)) == (tot2 > 20 + (of2 >> 12 << 2))))
+                    else:
+                        self._gro_batch = False
                 rx_frame(frame, trusted, now, counters, mac, local_v4, eth_unpack, ip_unpack, rx_tcp)
                 g2 = self._gro
                 if g2 is not None and len(g2.parts) == (nparts + 1 if g2 is g else 1):

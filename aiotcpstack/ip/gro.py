@@ -55,6 +55,19 @@ at the flush the runs go to TCP in sequence order, contiguous ones merged (``Gro
 A batch whose frames are only permuted then makes exactly the ACKs of the same batch in order.
 A real hole stays a hole: the runs after it reach the out-of-order queue in sequence order.
 Anything that overlaps a held run (a retransmission) flushes everything first, as before.
+
+Lookahead (``NetworkCore.gro_lookahead``, PERF_LOG step 29): by the rules above a hold is joined
+by the frame right after it or never, and only by a frame of its flow and kind (data joins data,
+a pure ACK a pure ACK).  So ``_rx_frames`` starts no hold for a frame whose next frame visibly
+cannot join -- both option-less IPv4, other addresses or ports, or data after a pure ACK or the
+reverse -- nor for a batch's last frame (as for a lone frame): it goes straight to header
+prediction, which is what the hold's flush would have done one frame later, without the hold,
+the flush and the hand-over (request/response traffic of many connections drained in one batch:
+conn_rate's ACK, response and FIN of eight connections interleaved).  Anything the check cannot
+read (IPv6, IP options, a short frame) is held as before.  One difference: a frame that never
+reaches TCP (another address, a bad IP checksum) between two segments of a flow used to leave
+the first one held for the second to join; now they are processed one by one, which, as above,
+changes no TCP decision.
 """
 from __future__ import annotations
 

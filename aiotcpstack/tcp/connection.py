@@ -169,7 +169,7 @@ class _ConnTimer(Timer):
         self.name = name
         self.expires = 0.0
         self._tick = self._filed = 0
-        self._slot = self._prev = self._next = None
+        self._slot = self._prev = self._next = self._parked = None
         self.conn = conn
 
 
@@ -1630,11 +1630,17 @@ class TcpConnection:
         if self.tlp_high is not None and seq_ge(ack, self.tlp_high):
             self.tlp_high = None                      # the loss probe is acknowledged
         # RFC 6298 5.2/5.3: stop the timer when all is acked, else restart it (or the tail loss
-        # probe timer, RFC 8985 7.2, which falls back to the RTO)
+        # probe timer, RFC 8985 7.2, which falls back to the RTO).  In ESTABLISHED stopped as
+        # Linux's inet_csk_clear_xmit_timer does: not pending, but left linked in the wheel, so
+        # that the next send (a request/response round trip's) re-arms it in place
+        # (TimerWheel.detach); when closing (nothing more to send, most likely) unlinked at once
         self.tlp_armed = False
         if ack == self.snd_nxt:
-            if not self.probe_mode and self._t_rtx._slot is not None:      # (_cancel, inline)
-                self.wheel.cancel(self._t_rtx)
+            if not self.probe_mode and self._t_rtx._slot is not None:
+                if self.state is ESTABLISHED:
+                    self.wheel.detach(self._t_rtx)
+                else:
+                    self.wheel.cancel(self._t_rtx)
         else:
             self.probe_mode = False
             self.persist_backoff = 0
@@ -2791,7 +2797,7 @@ class TcpConnection:
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
         w = self.wheel
-        if self._t_rtx._slot is not None:             # (pending)
+        if self._t_rtx._slot is not None or self._t_rtx._parked is not None:   # (see _finish)
             w.cancel(self._t_rtx)
         self.probe_mode = False
         w.arm(self._t_tw, now + self.config.time_wait)   # (the keepalive timer: re-armed in place)
@@ -2814,7 +2820,7 @@ class TcpConnection:
         tw = TimeWaitSock(self, output, release)
         w = self.wheel
         for t in (self._t_rtx, self._t_dack):
-            if t._slot is not None:                   # (pending)
+            if t._slot is not None or t._parked is not None:  # (pending, or detached and linked)
                 w.cancel(t)
         w.replace(t_tw, tw)                           # same deadline, same place in the wheel
         self._released = True
@@ -2834,7 +2840,7 @@ class TcpConnection:
         self._set_state(CLOSED)
         w = self.wheel
         for t in (self._t_rtx, self._t_dack, self._t_ka):     # (_t_tw is _t_ka)
-            if t._slot is not None:                   # (pending)
+            if t._slot is not None or t._parked is not None:  # (pending, or detached and linked)
                 w.cancel(t)
         self.ack_pending = 0
         self.probe_mode = False

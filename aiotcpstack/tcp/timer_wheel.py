@@ -23,6 +23,11 @@ Design (why it looks like this)
   later deadline): a pending timer moved *later* only gets its ``expires`` updated; it stays in
   its old slot and is re-filed when that slot comes up. The per-ACK RTO re-arm is therefore
   two attribute stores. Re-arming *earlier* unlinks and re-files (still O(1)).
+* **Detach** (Linux ``inet_csk_clear_xmit_timer``, which clears only ``icsk_pending``): a timer
+  stopped by :meth:`TimerWheel.detach` is not pending but stays linked in its slot, so that the
+  next arm to a deadline not before that slot's time is the lazy path too (a connection's
+  retransmission timer, stopped by every ACK of everything and armed by the next send: one
+  request/response round trip).  The slot drops it when it comes up; ``cancel`` unlinks it.
 * **Occupancy bitmaps** (one 64-bit int per level, like the kernel's ``pending_map``) let
   :meth:`next_expiry` find the next non-empty slot with a few integer operations per level
   instead of scanning slots, and let :meth:`advance` jump over idle stretches (an idle stack
@@ -93,7 +98,7 @@ class Timer:
     ``expires`` is the exact deadline of the last ``arm`` (meaningful only while pending).
     """
 
-    __slots__ = ("callback", "name", "expires", "_tick", "_filed", "_slot", "_prev", "_next")
+    __slots__ = ("callback", "name", "expires", "_tick", "_filed", "_slot", "_prev", "_next", "_parked")
 
     def __init__(self, callback: Callable[[float], object] | None, name: str = "") -> None:
         if callback is not None:       # None: a subclass defines ``callback`` as a method
@@ -105,6 +110,7 @@ class Timer:
         self._slot: _Slot | _FiringMarker | None = None
         self._prev: _Slot | Timer | None = None
         self._next: _Slot | Timer | None = None
+        self._parked: _Slot | None = None      # detach(): the slot it still sits in, not pending
 
     @property
     def pending(self) -> bool:
@@ -185,6 +191,28 @@ class TimerWheel:
                 self._new_earliest(tick)
             return
         if slot is None:
+            parked = timer._parked
+            if parked is not None:
+                # detached, still linked (detach): a deadline not before its slot's time takes
+                # it back in place, like the lazy path above; an earlier one unlinks it
+                timer._parked = None
+                if tick >= timer._filed:
+                    self._count += 1
+                    timer.expires = when
+                    timer._tick = tick
+                    if self._running:
+                        timer._slot = parked
+                        self._next_valid = False
+                        self._next_tick = None
+                        return
+                    if not self._next_valid and self._next_tick is None:
+                        self._recompute_next()      # (before it counts again: as for a new timer)
+                    timer._slot = parked
+                    prev = self._next_tick
+                    if prev is None or tick < prev:
+                        self._new_earliest(tick)
+                    return
+                self._unlink(timer, parked)
             self._count += 1
         elif slot is _FIRING:
             pass                    # waiting in an expiry batch: just stop it firing there
@@ -208,6 +236,16 @@ class TimerWheel:
         """Stop ``timer`` (kernel ``del_timer``); returns whether it was pending. O(1)."""
         slot = timer._slot
         if slot is None:
+            parked = timer._parked
+            if parked is not None:         # detached and still linked: unlinked now
+                timer._parked = None
+                prev = timer._prev
+                nxt = timer._next
+                prev._next = nxt  # type: ignore[union-attr]
+                nxt._prev = prev  # type: ignore[union-attr]
+                timer._prev = timer._next = None
+                if parked._next is parked:
+                    self._maps[parked.level] &= ~(1 << parked.index)
             return False
         if slot is not _FIRING:
             # (_unlink, inline: a connection cancels its retransmission timer on every ACK
@@ -225,13 +263,36 @@ class TimerWheel:
         self._count -= 1
         return True
 
+    def detach(self, timer: Timer) -> bool:
+        """Stop ``timer`` as :meth:`cancel` does, but leave it linked in its slot: Linux's
+        ``inet_csk_clear_xmit_timer``, which only clears ``icsk_pending`` and leaves the
+        ``timer_list`` queued.  It reads as not pending (``pending``, ``len``) and never fires;
+        a later :meth:`arm` to a deadline not before its slot's time takes it back in place (no
+        unlink, no re-filing: the lazy re-arm), an earlier one unlinks and re-files it.  The
+        slot drops it when it comes up, :meth:`cancel` unlinks it at once (a connection that
+        closes cancels its timers, so a stale link never keeps it alive for long).  For a timer
+        stopped and re-armed over and over: a connection's retransmission timer, stopped by the
+        ACK of everything it sent and armed by the next send.  Returns whether it was pending.
+        O(1)."""
+        slot = timer._slot
+        if slot is None:
+            return False
+        if slot is _FIRING or slot.level < 0:  # type: ignore[union-attr]
+            return self.cancel(timer)           # (an expiry batch or the due list: at once)
+        timer._slot = None
+        timer._parked = slot  # type: ignore[assignment]
+        if timer._tick == self._next_tick:
+            self._next_valid = False
+        self._count -= 1
+        return True
+
     def replace(self, old: Timer, new: Timer) -> None:
         """``new`` (idle) takes pending ``old``'s deadline and place in the wheel; ``old`` is
         idle after.  O(1): the same as ``cancel(old)`` + ``arm(new, old.expires)`` without
         unlinking, re-filing or touching the cached earliest (a connection handing its 2MSL
         timer to its TIME_WAIT record)."""
         slot = old._slot
-        if slot is None or slot is _FIRING or new._slot is not None:
+        if slot is None or slot is _FIRING or new._slot is not None or new._parked is not None:
             expires = old.expires
             pending = self.cancel(old)
             if pending:
@@ -406,8 +467,8 @@ class TimerWheel:
                 node = slot._next
                 while node is not slot and budget > 0:
                     t = node._tick  # type: ignore[union-attr]
-                    if best is None or t < best:
-                        best = t
+                    if (best is None or t < best) and node._slot is not None:  # type: ignore[union-attr]
+                        best = t                # (a detached timer has no deadline)
                     budget -= 1
                     node = node._next  # type: ignore[union-attr]
                 if node is not slot:        # budget exhausted inside this bucket
@@ -437,8 +498,12 @@ class TimerWheel:
             slot._next = slot._prev = slot
             while node is not slot:
                 nxt = node._next
-                # Cascade (level > 0), re-file a lazily postponed timer, or move to the due list.
-                self._file(node, node._tick)  # type: ignore[union-attr,arg-type]
+                if node._slot is None:      # type: ignore[union-attr]
+                    # detached (detach): dropped here, idle
+                    node._prev = node._next = node._parked = None  # type: ignore[union-attr]
+                else:
+                    # Cascade (level > 0), re-file a lazily postponed timer, or move to the due list.
+                    self._file(node, node._tick)  # type: ignore[union-attr,arg-type]
                 node = nxt
 
     def _take_due(self, batch: list[Timer]) -> None:

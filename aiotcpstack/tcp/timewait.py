@@ -85,7 +85,7 @@ class TimeWaitSock(Timer):
         self.name = "time_wait"
         self.expires = 0.0
         self._tick = self._filed = 0
-        self._slot = self._prev = self._next = None
+        self._slot = self._prev = self._next = self._parked = None
         self.state = TIME_WAIT
         self.local = conn.local
         self.remote = conn.remote

@@ -324,6 +324,7 @@ ops = st.lists(
     st.one_of(
         st.tuples(st.just("arm"), st.integers(0, N_TIMERS - 1), delays),
         st.tuples(st.just("cancel"), st.integers(0, N_TIMERS - 1), st.just(0.0)),
+        st.tuples(st.just("detach"), st.integers(0, N_TIMERS - 1), st.just(0.0)),
         st.tuples(st.just("advance"), st.just(0), st.one_of(st.floats(0.0, 0.1), st.floats(0.0, 1000.0))),
     ),
     max_size=60,
@@ -333,7 +334,7 @@ ops = st.lists(
 # advance; callbacks arming already-due timers are covered by the unit tests above.)
 react_delays = st.one_of(st.floats(0.002, 0.07), st.floats(0.002, 400.0), st.just(7200.0))
 reactions = st.lists(
-    st.tuples(st.sampled_from(["arm", "cancel", "none"]), st.integers(0, N_TIMERS - 1), react_delays),
+    st.tuples(st.sampled_from(["arm", "cancel", "detach", "none"]), st.integers(0, N_TIMERS - 1), react_delays),
     min_size=N_TIMERS, max_size=N_TIMERS,
 )
 
@@ -359,6 +360,8 @@ def test_matches_naive_model(ops_list, reacts, start: float) -> None:
                 w.arm(timers[j], when_for(j, now + d))
             elif act == "cancel":
                 w.cancel(timers[j])
+            elif act == "detach":
+                w.detach(timers[j])
         return cb
 
     def model_fire(i: int, now: float) -> None:
@@ -366,7 +369,7 @@ def test_matches_naive_model(ops_list, reacts, start: float) -> None:
         act, j, d = reacts[i]
         if act == "arm":
             model.deadline[j] = when_for(j, now + d)
-        elif act == "cancel":
+        elif act in ("cancel", "detach"):        # (detach: stopped as by cancel, still linked)
             model.deadline.pop(j, None)
 
     timers = [Timer(wheel_fire(i)) for i in range(N_TIMERS)]
@@ -378,6 +381,9 @@ def test_matches_naive_model(ops_list, reacts, start: float) -> None:
             model.deadline[i] = when
         elif op == "cancel":
             assert w.cancel(timers[i]) == (i in model.deadline)
+            model.deadline.pop(i, None)
+        elif op == "detach":
+            assert w.detach(timers[i]) == (i in model.deadline)
             model.deadline.pop(i, None)
         else:
             now += x
@@ -440,7 +446,7 @@ def test_lazily_postponed_timer_pulled_below_a_stale_bound_calls_the_hook() -> N
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["arm", "arm", "cancel", "run"]), st.integers(0, 11),
+@given(st.lists(st.tuples(st.sampled_from(["arm", "arm", "cancel", "detach", "run"]), st.integers(0, 11),
                           st.floats(0.0, 0.5)), max_size=120))
 def test_driver_on_the_bound_never_fires_late(ops_list: list) -> None:
     """Driven like aio.Stack (one call_at, only moved earlier, set from on_new_earliest and from
@@ -474,8 +480,8 @@ def test_driver_on_the_bound_never_fires_late(ops_list: list) -> None:
             deadline[i] = now + x
             w.arm(timers[i], now + x)
             kick()
-        elif op == "cancel":
-            w.cancel(timers[i])
+        elif op in ("cancel", "detach"):
+            getattr(w, op)(timers[i])
             deadline.pop(i, None)
             kick()
         elif handle[0] is not None:
@@ -505,3 +511,66 @@ def test_replace_takes_the_deadline_and_place() -> None:
     assert w.advance(0.7) == 1 and log[-1] == ("b", 0.7)
     w.replace(a, c)                    # old not pending: nothing to take
     assert not w.pending(c) and len(w) == 0
+
+
+def test_detach_stops_the_timer_and_leaves_it_linked_for_an_arm_in_place() -> None:
+    """detach (Linux inet_csk_clear_xmit_timer): not pending, not counted, never fires; an arm
+    to a deadline not before its slot's time takes it back without unlinking or re-filing; an
+    earlier one re-files it; the slot drops it when it comes up; cancel unlinks it at once."""
+    w = TimerWheel()
+    log: list = []
+    t, u = Timer(recorder(log, "t")), Timer(recorder(log, "u"))
+    w.arm(u, 5.0)
+    w.arm(t, 0.2)
+    slot = t._slot
+    assert w.detach(t) and not t.pending and len(w) == 1
+    assert t._prev is not None and t._parked is slot          # still linked
+    assert w.next_expiry() == pytest.approx(5.0)              # a detached timer has no deadline
+    assert not w.detach(t)                                    # (not pending any more)
+    filed = []
+    real_file = w._file
+    w._file = lambda timer, tick: filed.append(timer) or real_file(timer, tick)   # type: ignore[method-assign]
+    w.arm(t, 0.3)                                             # not before its slot: in place
+    assert filed == [] and t._slot is slot and t._parked is None and t.pending and len(w) == 2
+    assert w.next_expiry() == pytest.approx(0.3)
+    w.detach(t)
+    assert w.advance(0.25) == 0                               # its slot came up: dropped, idle
+    assert t._prev is None and t._parked is None and not t.pending and len(w) == 1
+    assert filed == []                                        # (dropped, not re-filed)
+    w.arm(t, 0.5)
+    w.detach(t)
+    filed.clear()
+    w.arm(t, 0.3)                                             # earlier than its slot: re-filed
+    assert filed == [t] and t.pending and t._parked is None
+    assert w.advance(0.3) == 1 and log == [("t", 0.3)]
+    w.arm(t, 1.0)
+    w.detach(t)
+    assert not w.cancel(t) and t._prev is None and t._parked is None        # unlinked at once
+    assert w.advance(2.0) == 0 and w.advance(5.0) == 1 and log[-1][0] == "u" and len(w) == 0
+    assert w._maps == [0] * len(w._maps)                      # no slot left marked
+
+
+def test_detach_in_the_due_list_or_an_expiry_batch_is_a_cancel() -> None:
+    w = TimerWheel()
+    log: list = []
+    a, b = Timer(recorder(log, "a")), Timer(recorder(log, "b"))
+    w.arm(a, 0.010)
+    w.arm(b, 0.011)                                           # (after a in the same expiry batch)
+    a.callback = lambda now: (log.append(("a", now)), w.detach(b))
+    assert w.advance(0.02) == 1 and log == [("a", 0.02)]      # b detached while waiting: stopped
+    assert not b.pending and b._parked is None and b._prev is None and len(w) == 0
+    w.arm(a, 0.0)                                             # already due: the due list
+    assert w.detach(a) and a._parked is None and a._prev is None and len(w) == 0
+    assert w.advance(1.0) == 0
+
+
+def test_replace_by_a_detached_timer() -> None:
+    w = TimerWheel()
+    log: list = []
+    a, b = Timer(recorder(log, "a")), Timer(recorder(log, "b"))
+    w.arm(b, 0.9)
+    w.detach(b)
+    w.arm(a, 0.5)
+    w.replace(a, b)
+    assert not a.pending and b.pending and b.expires == 0.5 and b._parked is None and len(w) == 1
+    assert w.advance(1.0) == 1 and log == [("b", 1.0)]
