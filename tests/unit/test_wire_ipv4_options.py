@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import (IP, IPOption_EOL, IPOption_LSRR, IPOption_NOP, IPOption_Router_Alert,
                                IPOption_RR, IPOption_SSRR, IPOption_Timestamp)
 
@@ -182,3 +184,21 @@ def test_header_builder_with_options_is_what_scapy_builds() -> None:
     assert parsed.ihl == 7 and parsed.options == opts
     with pytest.raises(ValueError):
         build_ipv4_header(a(ME), a(PEER), 6, 0, options=b"\x01" * 3)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.binary(max_size=40).map(lambda b: b + b"\0" * (-len(b) % 4)))
+def test_any_option_area_is_compiled_or_rejected_cleanly(raw: bytes) -> None:
+    """Arbitrary option bytes: ``IpOptionError`` (with a pointer inside the header) or options
+    whose answer and header build without error -- never anything else escaping."""
+    try:
+        opt = o.compile_options(raw, received=True, our_addr=a(ME), timestamp=1, is_local=lambda x: x == a(ME))
+    except o.IpOptionError as err:
+        assert 20 <= err.pointer < 20 + max(len(raw), 1)
+        return
+    assert opt.optlen == len(raw)
+    echo = o.echo_options(opt, a(PEER))
+    if echo is not None:
+        area = o.build_options(echo, a(PEER), a(ME), 2)
+        assert len(area) == echo.optlen <= 40 and len(area) % 4 == 0
+        parse_ipv4(build_ipv4_header(a(ME), echo.faddr or a(PEER), 6, 0, options=area))
