@@ -9,6 +9,7 @@
   loose source route through a second address of ns_b; ns_b, with ``accept_source_route=1``,
   takes the segments (an nft rule there counts them with the option on the wire) and the
   transfer completes byte for byte.
+* The kernel's ``ping -R`` to a dedicated address: our echo reply records us as Linux would.
 * A SYN whose route was traversed (sent from ns_b's raw socket, built by scapy) gets a SYN-ACK
   with the route reversed (MUST-53): to the recorded hop, with the source as the last address --
   counted by nft in ns_b."""
@@ -121,3 +122,17 @@ async def test_traversed_route_reversed_on_the_synack(lab) -> None:
         assert await wait_for(lambda: _counters(lab).get("rev", 0) >= 1, 5)
         assert stack.counters["IpInSrcRouteDrops"] == 0
         server.close()
+
+
+async def test_ping_record_route_answered_as_linux(lab) -> None:
+    """MAY-11: the kernel's ``ping -R`` to a dedicated address of ours: the reply's Record Route
+    names our address twice (recorded on input and on output), as a Linux host's does."""
+    loop = asyncio.get_running_loop()
+    async with Stack(lab.if_a, netns=lab.ns_a, address=f"{lab.spare_addr}/24") as stack:
+        out = await loop.run_in_executor(None, lambda: lab.run(
+            lab.ns_b, ["ping", "-n", "-R", "-c", "1", "-W", "5", lab.spare_addr], check=False).stdout)
+        assert "1 received" in out, out
+        rr = out[out.index("RR:") + 3:].split("\n\n")[0].split()
+        # the sender's output address, ours on input, ours on output, the sender's input address
+        assert rr == [lab.addr_b, lab.spare_addr, lab.spare_addr, lab.addr_b], out
+        assert stack.counters["IcmpOutEchoReps"] == 1
