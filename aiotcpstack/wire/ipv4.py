@@ -1,8 +1,9 @@
 """IPv4 header parse/emit (RFC 791 section 3.1; checksum RFC 1071).
 
 Parsing is strict about lengths (version, IHL, total length) because everything above trusts the
-payload length it is handed.  IP options are not interpreted (RFC 791 3.1 "Options"): they are
-returned raw and skipped, which is what a host that neither routes nor records does.  Fragments
+payload length it is handed.  IP options (RFC 791 3.1 "Options") are returned raw here;
+``wire/ipv4_options.py`` validates and interprets them, and ``build_ipv4_header`` takes an option
+area laid out there (IHL > 5 only then: the option-less header stays the 20-byte fast case).  Fragments
 are *reported* (``mf`` / ``frag_offset``, property ``is_fragment``) rather than rejected: the
 caller reassembles them (``ip/reassembly.py``).  TCP always sends with DF (RFC 1191 path MTU
 discovery).
