@@ -28,6 +28,9 @@ KNOWN = (
     "IpReasmReqds", "IpReasmOKs", "IpReasmFails", "IpReasmTimeout", "IpInUnknownProtos", "IcmpInMsgs", "IcmpOutMsgs", "IcmpInErrors",
     "IcmpInEchos", "IcmpOutEchoReps", "IcmpInDestUnreachs", "ArpInRequests", "ArpInReplies",
     "ArpOutRequests", "ArpOutReplies", "LinkInFrames", "LinkInDrops",
+    # IPv4 options (ip/ip_options.py): source-routed datagrams a host drops (no Linux counterpart:
+    # there only a drop reason), parameter problems sent (Icmp: OutParmProbs)
+    "IpInSrcRouteDrops", "IcmpOutParmProbs",
 )
 
 

@@ -20,6 +20,14 @@ usual TCP options on a server socket:
   ``EOPNOTSUPP`` (get), as Linux.  On a connection they take effect from its next segment,
   retransmissions included; on a listener, for its SYN-ACKs and the connections it accepts;
   the IPv4 options on an AF_INET6 socket are kept but, as in Linux for a non-mapped peer, unused;
+* ``IP_OPTIONS`` (bytes, RFC 9293 3.9.2.1 MUST-51) as Linux's ``ip_options_get``: validated
+  (``EINVAL`` for what Linux rejects), padded to whole words; a source route lists its hops, the
+  final destination being the connection's.  On a connection from its next segment (the MSS
+  shrinks to leave room), replacing a route echoed from the peer's SYN (MUST-52); on a listener
+  for its SYN-ACKs and accepted connections (Linux does not pass them on: a departure, so that a
+  server can impose its route).  ``getsockopt(IPPROTO_IP, IP_OPTIONS, buflen)`` returns what the
+  connection sends -- also a reversed source route received with the peer's SYN (MUST-53) -- in
+  the application's form (``ip_options_undo``); empty on IPv6 (AF_INET6 sockets keep them unused);
 * ``SO_REUSEPORT`` / ``SO_REUSEADDR`` read back what ``create_server`` was given (setting them
   only records the value: the stack's own port table decides conflicts);
 * ``sockatmark()`` on a connection's pseudo-socket (``transport.get_extra_info('socket')``):
@@ -61,6 +69,7 @@ _IP_OPTS: dict[tuple[int, int], str] = {
     (_IP6, socket.IPV6_UNICAST_HOPS): "ipv6_unicast_hops",
     (_IP6, socket.IPV6_TCLASS): "ipv6_tclass",
 }
+_IP_OPTIONS_KEY = (_IP, getattr(socket, "IP_OPTIONS", 4))
 #: the stack default that getsockopt reports for a field left at -1
 _IP_DEFAULTS = {"ip_ttl": "ip_default_ttl", "ipv6_unicast_hops": "ipv6_hop_limit"}
 
@@ -106,7 +115,8 @@ class PseudoSocket:
     def __init__(self, family: int, addr: tuple, *, get_config: Callable[[], Any] | None = None,
                  set_config: Callable[[Any], None] | None = None,
                  flags: dict[str, bool] | None = None,
-                 urgent_pending: Callable[[], int] | None = None) -> None:
+                 urgent_pending: Callable[[], int] | None = None,
+                 ip_options: Callable[[], bytes] | None = None) -> None:
         self.family = family
         self.type = socket.SOCK_STREAM
         self.proto = socket.IPPROTO_TCP
@@ -118,6 +128,7 @@ class PseudoSocket:
             self._flags.update({k: bool(v) for k, v in flags.items() if v is not None})
         self._closed = False
         self._urgent_pending = urgent_pending
+        self._ip_options = ip_options      # what a connection sends (getsockopt IP_OPTIONS)
 
     # ---------------------------------------------------------------- TransportSocket-like
     def getsockname(self) -> tuple:
@@ -142,6 +153,9 @@ class PseudoSocket:
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
         self._check_open()
         key = (level, optname)
+        if key == _IP_OPTIONS_KEY and self._get_config is not None and self._set_config is not None:
+            self._set_ip_options(value)
+            return
         if isinstance(value, (bytes, bytearray)):
             value = struct.unpack("i", bytes(value[:4]).ljust(4, b"\0"))[0]
         if value is None or not isinstance(value, int):
@@ -164,9 +178,29 @@ class PseudoSocket:
         cfg = self._get_config()
         self._set_config(cfg.with_options(**{field: bool(value) if kind == "bool" else int(value)}))
 
+    def _set_ip_options(self, value: Any) -> None:
+        """``setsockopt(IPPROTO_IP, IP_OPTIONS, bytes)``: Linux ``ip_options_get`` -- at most 40
+        octets, validated (``EINVAL``), kept as given; b"" removes them."""
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"IP_OPTIONS takes bytes, not {type(value).__name__}")
+        raw = bytes(value)
+        if len(raw) > 40:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        from ..wire.ipv4_options import IpOptionError, compile_options
+        if raw:
+            try:
+                compile_options(raw, received=False)
+            except IpOptionError:
+                raise OSError(errno.EINVAL, "Invalid argument") from None
+            raw = raw + b"\0" * (-len(raw) % 4)          # padded with EOL, as Linux stores them
+        self._set_config(self._get_config().with_options(ip_options=raw))
+
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int | bytes:
         self._check_open()
         key = (level, optname)
+        if key == _IP_OPTIONS_KEY and self._get_config is not None:
+            got = self._ip_options() if self._ip_options is not None else self._get_config().ip_options
+            return got[:buflen] if buflen is not None else got
         if key in _FLAG_OPTS:
             v = int(self._flags[_FLAG_OPTS[key]])
         elif key in _IP_OPTS and self._get_config is not None:

@@ -239,7 +239,7 @@ class Server(asyncio.AbstractServer):
 
 _WAIT_CLOSED_311 = sys.version_info < (3, 12)
 _SOCKOPT_FIELDS = ("nodelay", "keepalive", "keepalive_time", "keepalive_intvl", "keepalive_probes",
-                   "rcvbuf", "sndbuf", "ip_ttl", "ip_tos", "ipv6_unicast_hops", "ipv6_tclass")
+                   "rcvbuf", "sndbuf", "ip_ttl", "ip_tos", "ipv6_unicast_hops", "ipv6_tclass", "ip_options")
 
 
 def listener_sockaddr(ip: bytes, port: int) -> tuple[int, tuple]:

@@ -229,6 +229,8 @@ class Stack:
             reserve_port=None if self.dedicated else self._reserve_port,
             release_port=None if self.dedicated else self._release_port,
             secret=opts.get("secret") or os.urandom(32))
+        import time
+        self.core.wallclock = time.time      # IP Timestamp options: ms since midnight UT
         if not self.dedicated:
             self.core.pick_port = self._pick_port
             self.core.port_held = self._port_held

@@ -471,9 +471,9 @@ class TcpTransport(asyncio.Transport):
             if cfg.sndbuf != old.sndbuf:        # SO_SNDBUF set: fixed size (Linux: SOCK_SNDBUF_LOCK)
                 self._sndbuf = self._sndbuf_max = cfg.sndbuf
                 self._maybe_pause()
-            if (cfg.ip_ttl, cfg.ip_tos, cfg.ipv6_unicast_hops, cfg.ipv6_tclass) != \
-                    (old.ip_ttl, old.ip_tos, old.ipv6_unicast_hops, old.ipv6_tclass):
-                # IP_TTL / IP_TOS / IPV6_*: the route's header templates, from the next segment
+            if (cfg.ip_ttl, cfg.ip_tos, cfg.ipv6_unicast_hops, cfg.ipv6_tclass, cfg.ip_options) != \
+                    (old.ip_ttl, old.ip_tos, old.ipv6_unicast_hops, old.ipv6_tclass, old.ip_options):
+                # IP_TTL / IP_TOS / IPV6_* / IP_OPTIONS: the route's headers, from the next segment
                 route = self._stack.core.routes.get(conn)
                 if route is not None:
                     route.apply_config(cfg)
@@ -481,9 +481,19 @@ class TcpTransport(asyncio.Transport):
                 conn._arm(conn._t_ka, self._now() + cfg.keepalive_time)
                 self._stack_kick()
 
+        def ip_options() -> bytes:
+            # what the connection sends (IP_OPTIONS of the application, or a source route
+            # received with the peer's SYN), in the application's form (Linux ip_options_undo)
+            route = self._stack.core.routes.get(conn)
+            opt = getattr(route, "ipopt", None)
+            if opt is None:
+                return b""
+            from ..wire.ipv4_options import undo_options
+            return undo_options(opt)
+
         fam = socket.AF_INET6 if len(self._sock) == 4 else socket.AF_INET
         ps = PseudoSocket(fam, self._sock, get_config=get_config, set_config=set_config,
-                          urgent_pending=lambda: conn.urgent_pending)
+                          urgent_pending=lambda: conn.urgent_pending, ip_options=ip_options)
         ps.getpeername = lambda: peer          # type: ignore[method-assign]
         return ps
 

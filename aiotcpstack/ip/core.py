@@ -42,6 +42,7 @@ from ..wire.checksum import FOLD2_BITS, FOLD2_MASK, FOLD3_BITS, FOLD3_MASK, FOLD
 from ..wire.errors import ParseError
 from ..wire.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
 from ..wire.ipv4 import build_ipv4_header, parse_ipv4
+from ..wire import ipv4_options as _ipopt
 from ..wire.ipv6 import IPV6_HLEN, build_ipv6_header
 from ..wire.tcp import ACK, CWR, FIN, PSH, RST, SYN, TcpHeader
 from .demux import ANY, ANY4, ANY6, DemuxTable
@@ -127,7 +128,7 @@ class Route:
     """
 
     __slots__ = ("core", "lip", "rip", "v6", "neigh", "mss", "peer_mss", "conn", "local", "_psb", "_ipb",
-                 "_ipb0", "ttl", "tos", "_vtf", "ecn")
+                 "_ipb0", "ttl", "tos", "_vtf", "ecn", "ipopt", "ext_len", "app_opts")
 
     def __init__(self, core: "NetworkCore", lip: bytes, rip: bytes, neigh: NeighbourEntry) -> None:
         self.core = core
@@ -162,6 +163,9 @@ class Route:
                 _ROUTE_SUMS[key] = sums
         self._psb, self._ipb0 = sums
         self.ecn = 0
+        self.ipopt: _ipopt.IpOptions | None = None     # IPv4 options of every segment (_OptionsRoute)
+        self.ext_len = 0                                 # their length (Linux icsk_ext_hdr_len)
+        self.app_opts = b""                              # the application's IP_OPTIONS as given
         self.set_ip(core.default_hop_limit if self.v6 else core.default_ttl, 0)
 
     def set_ip(self, ttl: int, tos: int) -> None:
@@ -195,6 +199,37 @@ class Route:
         tos |= self.ecn                      # (the ECN bits are TCP's: set_ecn)
         if ttl != self.ttl or tos != self.tos:
             self.set_ip(ttl, tos)
+        raw = config.ip_options
+        if raw != self.app_opts and not self.v6:
+            # IP_OPTIONS (RFC 9293 MUST-51/52): the application's options replace whatever the
+            # route had -- a source route echoed from the peer's SYN included -- and an empty
+            # value removes them all, as Linux's ip_options_get + sk_dst_reset
+            self.app_opts = raw
+            self.set_ip_options(_ipopt.compile_options(raw, received=False) if raw else None)
+
+    def set_ip_options(self, opt: "_ipopt.IpOptions | None") -> None:
+        """The IPv4 options of every segment from now on (None or empty: none).  A source route
+        sends to its first hop (``faddr``: the next hop is looked up for it) with the final
+        destination in its last slot; the TCP checksum still covers the final destination (RFC
+        1122 4.2.3.8 / RFC 9293 3.9.2.1).  The segment size shrinks by the options' length
+        (RFC 9293 3.7.1 Eff.snd.MSS, Linux ``icsk_ext_hdr_len`` + ``tcp_sync_mss``: only
+        downwards here).  The one-pack fast paths know only a 20-byte IPv4 header: a route with
+        options becomes an :class:`_OptionsRoute`, whose fast paths decline (nothing is added to
+        theirs)."""
+        if opt is not None and not opt.optlen:
+            opt = None
+        core = self.core
+        self.ipopt = opt
+        self.ext_len = opt.optlen if opt is not None else 0
+        first = opt.faddr if opt is not None and opt.srr >= 0 and opt.faddr else self.rip
+        if first != self.neigh.ip:
+            self.neigh = core.neigh.entry(core._next_hop(first))
+        self.__class__ = _OptionsRoute if opt is not None else Route
+        conn = self.conn
+        if conn is not None and hasattr(conn, "ext_hdr_len"):
+            conn.ext_hdr_len = self.ext_len
+            if self.ext_len:
+                conn.update_mss(self.mss, core.now, retransmit=False)
 
     def limit(self) -> int:
         """Largest TCP header-options + payload size a segment may have (min of our link MSS and
@@ -203,7 +238,7 @@ class Route:
         pm = self.peer_mss
         if pm is not None and pm < mss:
             mss = pm
-        return mss
+        return mss - self.ext_len             # IPv4 options take room from the segment
 
     def seg_size(self, optlen: int) -> int:
         """Payload bytes per segment: the connection's ``mss`` (Linux mss_cache), but never more
@@ -230,7 +265,8 @@ class Route:
         core = self.core
         if self.local is not False or core.loopback_link:
             return False
-        nh = core._next_hop(self.rip)
+        opt = self.ipopt
+        nh = core._next_hop(opt.faddr if opt is not None and opt.faddr else self.rip)
         if nh != self.neigh.ip:
             self.neigh = core.neigh.entry(nh)
         return core.neigh.reconfirm(self.neigh, now)
@@ -378,6 +414,23 @@ class Route:
                                                              IPPROTO_TCP, c ^ 0xFFFF, self.lip, self.rip)
 
 
+class _OptionsRoute(Route):
+    """A :class:`Route` whose segments carry IPv4 options (``Route.set_ip_options`` switches a
+    route's class; same slots): the one-pack paths, which build a 20-byte IPv4 header, decline,
+    so every segment takes ``_tcp_output`` -> ``_emit``, where the option area is laid out."""
+
+    __slots__ = ()
+
+    def output_ts(self, *args: Any) -> bool:
+        return False
+
+    def output_ts_burst(self, *args: Any) -> bool:
+        return False
+
+    def output_syn(self, *args: Any, **kw: Any) -> bool:
+        return False
+
+
 class _Owner:
     """Ownership of one connection (``sk_lock.owned``) and its backlog (``sk_backlog``):
     ``depth`` nested holders, ``queue`` of ``(hdr, payload)`` waiting, ``size`` their cost."""
@@ -479,6 +532,14 @@ class NetworkCore:
         #: (validated by TcpConfig)
         self.default_ttl = self.config.ip_default_ttl
         self.default_hop_limit = self.config.ipv6_hop_limit
+        #: net.ipv4.conf.*.accept_source_route (default off, as a Linux host: source-routed
+        #: datagrams dropped, ``IpInSrcRouteDrops``)
+        self.accept_source_route = self.config.accept_source_route
+        #: while a received TCP segment with IPv4 options is processed: the options of our answer
+        #: to it (``echo_options``: a request sock keeps them, RSTs and TIME_WAIT ACKs carry them);
+        #: False where Linux would send no answer at all; None otherwise
+        self._rx_echo: Any = None
+        self._pp_sent: dict[bytes, float] = {}     # parameter problems: last per source (rate)
         # (PMTUD/ICMP issue) per-destination path MTU learned from ICMP (ip/pmtu.py)
         from .pmtu import PmtuCache
         self.pmtu = PmtuCache(mtu)
@@ -837,6 +898,11 @@ class NetworkCore:
         config = getattr(tw, "config", None)
         if config is not None:
             route.set_ip(route.ttl, config.ip_fields(route.v6, 0, 0)[1])
+        echo = self._rx_echo
+        if echo is False:
+            return
+        if echo is not None:
+            route.set_ip_options(echo)     # answering a segment with options (tcp_v4_send_ack)
         self._tcp_output(route, hdr, b"")
 
     def _release_tw(self, tw: Any) -> None:
@@ -909,6 +975,13 @@ class NetworkCore:
             return
         if not counted:
             counters["IpInReceives"] += 1
+        ipopt = None
+        if ip.ihl != 5:
+            # IPv4 options (never on the fast paths: _rx_frame sends every IHL != 5 header here)
+            got = self._rx_ip_options(ip, buf, src_mac, now)
+            if got is None:
+                return
+            ipopt, dst = got
         if ip.mf or ip.frag_offset:
             # RFC 1122 3.3.2 / RFC 791 3.2: queue it (ip/reassembly.py); the complete datagram
             # comes back through here with a header of our own -- its TCP / ICMP checksum verified
@@ -928,7 +1001,9 @@ class NetworkCore:
             return
         proto = ip.proto
         if proto == IPPROTO_TCP:
-            if ip.tos & 3 == 3:
+            if ipopt is not None:
+                self._rx_tcp_options(ip.src, dst, payload, trusted, now, ip.tos, ipopt)
+            elif ip.tos & 3 == 3:
                 self._rx_tcp_ce(ip.src, ip.dst, payload, trusted, now)
             else:
                 self._rx_tcp(ip.src, ip.dst, payload, trusted, now)
@@ -941,7 +1016,10 @@ class NetworkCore:
             counters["IpInDelivers"] += 1
             from .icmp_echo import echo_reply_v4, fragment_ipv4
             reply = echo_reply_v4(payload, counters)
-            if reply is not None:
+            if reply is not None and ipopt is not None:
+                from .ip_options import echo_reply
+                echo_reply(self, ip, dst, ipopt, reply, src_mac, now)
+            elif reply is not None:
                 if 20 + len(reply) <= self.mtu:
                     self._send_l3_direct(src_mac, ETH_P_IP,
                                          build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply), self.default_ttl,
@@ -952,6 +1030,46 @@ class NetworkCore:
                         self._send_l3_direct(src_mac, ETH_P_IP, l3)
         elif self.dedicated:
             counters["IpInUnknownProtos"] += 1
+
+    # -- IPv4 options (wire/ipv4_options.py; Linux ip_rcv_options) --------------------------------
+    def _is_local_v4(self, addr: bytes) -> bool:
+        return addr in self.local_v4
+
+    def _rx_ip_options(self, ip: Any, buf: memoryview, src_mac: bytes,
+                       now: float) -> "tuple[_ipopt.IpOptions, bytes] | None":
+        """A received header with options (``ip/ip_options.py``): ``(options, destination)``,
+        or None when it was dropped."""
+        from .ip_options import rx_options
+        return rx_options(self, ip, buf, src_mac, now)
+
+    def _rx_tcp_options(self, src: bytes, dst: bytes, seg: memoryview, trusted: bool, now: float, tos: int,
+                        opt: "_ipopt.IpOptions") -> None:
+        """A TCP segment whose IPv4 header had options: never merged by GRO (Linux's GRO flushes
+        on a differing IP header), the options of our answer (``echo_options``) kept in
+        ``_rx_echo`` while it is processed: a SYN's go to its request sock (Linux
+        ``tcp_v4_save_options`` -> ``ireq_opt``, then the child's ``inet_opt``: RFC 9293 MUST-53,
+        a received source route reversed for the whole connection), a RST or TIME_WAIT ACK
+        answering it carries them (``ip_send_unicast_reply``)."""
+        if self._gro is not None:
+            self._gro_flush(now)
+        echo = _ipopt.echo_options(opt, src, self._is_local_v4)
+        from .ip_options import later_route
+        later = later_route(self, src, dst, seg, echo)
+        gro = self._gro_batch
+        self._gro_batch = False
+        self._rx_echo = echo if echo is not None else False
+        try:
+            if tos & 3 == 3:
+                self._rx_tcp_ce(src, dst, seg, trusted, now)
+            else:
+                self._rx_tcp(src, dst, seg, trusted, now)
+        finally:
+            self._gro_batch = gro
+            self._rx_echo = None
+        if later is not None:
+            conn, route, before = later
+            if (conn.rcv_nxt, conn.snd_una) != before and self.routes.get(conn) is route:
+                route.set_ip_options(echo)
 
     def _rx_ipv6(self, buf: memoryview, trusted: bool, src_mac: bytes, now: float, reassembled: bool = False) -> None:
         from ..wire.ipv6 import parse_ipv6
@@ -1272,7 +1390,9 @@ class NetworkCore:
                 # is dropped, as tcp_v4_conn_request does for RTCF_BROADCAST|RTCF_MULTICAST
                 counters["ListenDrops"] += 1
                 return
-            child = listener.on_segment(dst, src, hdr, payload, now)
+            echo = self._rx_echo
+            child = (listener.on_segment(dst, src, hdr, payload, now) if echo is None
+                     else listener.on_segment(dst, src, hdr, payload, now, ip_opts=echo))
             if child is not None:
                 # the final ACK made a child (it is in the accept queue, or already handed out):
                 # data/FIN that came with it is delivered and ACKed with the batch
@@ -1328,7 +1448,11 @@ class NetworkCore:
             self._touched.pop(conn, None)
             listener = self.demux.listener_for(dst, hdr.dst_port)
             if listener is not None:
-                listener.on_segment(dst, src, hdr, payload, now)
+                echo = self._rx_echo
+                if echo is None:
+                    listener.on_segment(dst, src, hdr, payload, now)
+                else:
+                    listener.on_segment(dst, src, hdr, payload, now, ip_opts=echo)
             return
         self._touched[conn] = None
 
@@ -1354,9 +1478,14 @@ class NetworkCore:
         else:
             seg_len = payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
             rst = TcpHeader(hdr.dst_port, hdr.src_port, 0, (hdr.seq + seg_len) & _MASK32, RST | ACK)
+        echo = self._rx_echo
+        if echo is False:
+            return           # options Linux cannot answer (ip_send_unicast_reply gives up)
         self.counters["OutRsts"] += 1
         self.counters["OutSegs"] += 1
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        if echo is not None:
+            route.set_ip_options(echo)     # the segment's options answered (a source route reversed)
         self._tcp_output(route, rst, b"")
 
     # ------------------------------------------------------------------------------------------
@@ -1431,8 +1560,9 @@ class NetworkCore:
                 ethertype = ETH_P_IPV6
                 gso_type = GSO_TCPV6 if gso_size else 0
             else:
-                iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(th) + len(payload), route.ttl, self._next_ident(),
-                                        True, route.tos)
+                iph = (build_ipv4_header(lip, rip, IPPROTO_TCP, len(th) + len(payload), route.ttl,
+                                         self._next_ident(), True, route.tos) if route.ipopt is None
+                       else self._ipv4_header_opts(route, len(th) + len(payload)))
                 ethertype = ETH_P_IP
                 gso_type = GSO_TCPV4 if gso_size else 0
             eth = e.eth_header(ethertype, self.mac)
@@ -1445,7 +1575,8 @@ class NetworkCore:
             ethertype = ETH_P_IPV6
             gso_type = GSO_TCPV6 if gso_size else 0
         else:
-            iph = build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), route.ttl, self._next_ident(), True, route.tos)
+            iph = (build_ipv4_header(lip, rip, IPPROTO_TCP, len(seg), route.ttl, self._next_ident(), True, route.tos)
+                   if route.ipopt is None else self._ipv4_header_opts(route, len(seg)))
             ethertype = ETH_P_IP
             gso_type = GSO_TCPV4 if gso_size else 0
         e = route.neigh
@@ -1460,6 +1591,32 @@ class NetworkCore:
             self._send_l3(e, ethertype, iph + seg, gso_type, gso_size, ETH_HLEN + len(iph), 16)
         else:
             self._send_l3(e, ethertype, iph + seg, 0, 0, 0, 0)
+
+    def _ipv4_header_opts(self, route: Route, tcp_len: int) -> bytes:
+        """The IPv4 header of a segment on a route with options (``ip_queue_xmit`` ->
+        ``ip_options_build``): sent to the source route's first hop if there is one, the final
+        destination in the route's last slot, our address / timestamp in the Record Route /
+        Timestamp slots reserved for them."""
+        opt = route.ipopt
+        rip = route.rip
+        dst = opt.faddr if opt.srr >= 0 and opt.faddr else rip
+        options = _ipopt.build_options(opt, rip, route.lip, self.ip_timestamp(self.now))
+        return build_ipv4_header(route.lip, dst, IPPROTO_TCP, tcp_len, route.ttl, self._next_ident(), True,
+                                 route.tos, options)
+
+    def ip_timestamp(self, now: float) -> int:
+        """The IP Timestamp option's value (RFC 791): milliseconds since midnight UT.  The core has
+        no wall clock: ``wallclock(now)`` (set by ``aio.Stack``: ``time.time``) gives the
+        seconds since the epoch; without it the time is ``now`` in milliseconds modulo a day with
+        the high-order bit set, RFC 791's mark of a value that is not the standard one."""
+        wall = self.wallclock
+        if wall is None:
+            return (int(now * 1000) % 86400000) | 0x80000000
+        return int(wall() * 1000) % 86400000
+
+    #: ``wallclock() -> float`` (seconds since the epoch, ``time.time``) for IP timestamps;
+    #: None: see ``ip_timestamp``
+    wallclock: Callable[[], float] | None = None
 
     #: ``transmit_tcp(l2l3_header, tcp_header, payload, gso_type, gso_size)``: scatter-gather
     #: send of a NEEDS_CSUM TCP frame (``AfPacketLink.send_tcp``, set by ``aio.Stack`` for vnet
@@ -1718,6 +1875,11 @@ class NetworkCore:
         route.conn = conn
         self.routes[conn] = route
         self.demux.conns[key] = conn
+        if route.ext_len and hasattr(conn, "ext_hdr_len"):
+            # IPv4 options on the route from the start (IP_OPTIONS before connect(), a source
+            # route of the peer's SYN): the connection's MSS leaves room for them
+            conn.ext_hdr_len = route.ext_len
+            conn.update_mss(route.mss, self.now, retransmit=False)
         return conn
 
     def _check_max_connections(self, raise_: bool = True) -> bool:
@@ -1894,11 +2056,19 @@ class NetworkCore:
             handler.tcp_established()     # the child went ESTABLISHED with no handler
             self.wake(conn, self._now())
 
-    def _listener_send(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload: bytes | memoryview) -> None:
+    def _listener_send(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload: bytes | memoryview,
+                       ip_opts: Any = None) -> None:
         """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself.  They carry
         the listener's TTL / TOS (IP_TTL, IP_TOS, IPV6_UNICAST_HOPS, IPV6_TCLASS set on it), as
-        Linux's ``tcp_v4_send_synack`` / ``tcp_v6_send_synack`` use the listening socket's."""
+        Linux's ``tcp_v4_send_synack`` / ``tcp_v6_send_synack`` use the listening socket's.
+        ``ip_opts``: the IPv4 options answering the peer's (a request sock's ``ireq_opt``, or the
+        segment being answered); False: no answer (Linux could not build them).  IP_OPTIONS set
+        on the listener take their place (RFC 9293 MUST-52)."""
+        if ip_opts is False:
+            return
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        if ip_opts is not None:
+            route.set_ip_options(ip_opts)
         listener = self.demux.listener_for(lip, hdr.src_port)
         if listener is not None:
             config_for = listener.config_for
@@ -1907,7 +2077,7 @@ class NetworkCore:
 
     def _make_child(self, *, config: TcpConfig, local: tuple[bytes, int], remote: tuple[bytes, int],
                     iss: int, syn: TcpHeader, ts_offset: int, syn_time: float,
-                    synack_retransmitted: bool, now: float) -> Any:
+                    synack_retransmitted: bool, now: float, ip_opts: Any = None) -> Any:
         """``tcp_v4_syn_recv_sock``: the child of a request sock / cookie, with its route, in the
         demux table (the listener then feeds it the completing segment)."""
         TcpConnection = self.connection_factory
@@ -1925,6 +2095,10 @@ class NetworkCore:
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
         if syn.options.mss:
             route.peer_mss = syn.options.mss
+        if ip_opts:
+            # the request sock's options (Linux ireq_opt -> the child's inet_opt): a received
+            # source route, reversed, for all of the connection's segments (RFC 9293 MUST-53)
+            route.set_ip_options(ip_opts)
         route.apply_config(config)     # inherited from the listener (inet_csk_clone_lock copies them)
         return self._add_conn(key, lport, route, lambda: TcpConnection.from_request(
             config=config, wheel=self.wheel, counters=self.counters, local=(lip, lport), remote=(rip, rport),

@@ -76,6 +76,13 @@ class TcpConfig:
     ip_tos: int = 0
     ipv6_unicast_hops: int = -1
     ipv6_tclass: int = 0
+    # IPv4 options (RFC 9293 3.9.2.1, RFC 1122 3.2.1.8 / 4.2.3.8): per socket, the pseudo-socket's
+    # IP_OPTIONS as given (Linux ip_options_get: an LSRR / SSRR lists the hops, the final
+    # destination is the connection's; b"": none); they replace a source route received in the
+    # peer's SYN (MUST-52).  Stack-wide, net.ipv4.conf.*.accept_source_route: a host drops
+    # source-routed datagrams unless this is set (Linux's default for a host: 0).
+    ip_options: bytes = b""
+    accept_source_route: bool = False
 
     def __post_init__(self) -> None:
         """Reject IP header values the wire cannot carry, with the field's name (a bad sysctl
@@ -90,6 +97,11 @@ class TcpConfig:
                 raise ValueError(f"{name} must be -1 (the stack default) or an int in {lo}..255, got {v!r}")
         if type(self.recovery) is not int or self.recovery not in (0, 1):
             raise ValueError(f"recovery must be 0 (DupThresh only) or 1 (RACK), got {self.recovery!r}")
+        if type(self.ip_options) is not bytes:
+            raise ValueError(f"ip_options must be bytes, got {self.ip_options!r}")
+        if self.ip_options:
+            from ..wire.ipv4_options import compile_options
+            compile_options(self.ip_options, received=False)      # IpOptionError (a ValueError)
         if type(self.ecn) is not int or not 0 <= self.ecn <= 2:
             raise ValueError(f"ecn must be 0 (off), 1 (request and accept) or 2 (accept only), "
                              f"got {self.ecn!r}")

@@ -208,7 +208,7 @@ class TcpConnection:
         "irs", "rcv_nxt", "rcv_adv", "rcv_wup", "rcv_wscale", "rcvbuf", "rcv_mss", "last_ack_sent",
         "rx", "rx_unread", "ofo", "eof_pending", "eof_delivered", "reading", "rcv_closed",
         # negotiated options
-        "mss", "peer_mss", "ts_ok", "ts_recent", "ts_recent_stamp", "sack_ok", "ws_ok",
+        "mss", "peer_mss", "ts_ok", "ts_recent", "ts_recent_stamp", "sack_ok", "ws_ok", "ext_hdr_len",
         # reliability
         "rtt", "cc", "sb", "ca_state", "dupacks", "reno_sacked", "recovery_point", "high_rxt",
         "lost_end", "force_rtx", "n_rtx", "retransmits", "rtt_seq", "rtt_time", "last_progress",
@@ -304,6 +304,9 @@ class TcpConnection:
         self.reading = True
         self.rcv_closed = False
 
+        #: octets of IPv4 options on our segments (Linux ``icsk_ext_hdr_len``; set by ip/ for a
+        #: route with options): the MSS leaves room for them
+        self.ext_hdr_len = 0
         self.peer_mss = pm = _PEER_MSS6 if self._is_v6 else _PEER_MSS4
         mss = config.mss
         self.mss = mss if mss < pm else pm
@@ -749,6 +752,7 @@ class TcpConnection:
         eff = min(mtu_mss, self.peer_mss, self.config.mss)
         if self.ts_ok:
             eff -= 12
+        eff -= self.ext_hdr_len              # IPv4 options (Linux icsk_ext_hdr_len, RFC 9293 3.7.1)
         eff = max(eff, 48)
         if eff >= self.mss:
             return
@@ -981,6 +985,7 @@ class TcpConnection:
             eff = self.peer_mss
         if self.ts_ok:
             eff -= 12                                 # Linux mss_cache excludes the TS option
+        eff -= self.ext_hdr_len                       # and IPv4 options (icsk_ext_hdr_len)
         if eff < 48:
             eff = 48
         self.mss = eff

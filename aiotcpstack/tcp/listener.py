@@ -129,7 +129,7 @@ class RequestSock:
 
     __slots__ = ("listener", "key", "irs", "iss", "mss", "wscale", "sack", "ts_ok", "ts_recent",
                  "ts_offset", "config", "num_timeout", "num_retrans", "syn_time", "last_oow",
-                 "acked", "timer", "ecn_ok")
+                 "acked", "timer", "ecn_ok", "ip_opts")
 
     def __init__(self, listener: "Listener", key: tuple, irs: int, iss: int, mss: int,
                  wscale: int | None, sack: bool, ts_ok: bool, ts_recent: int, ts_offset: int,
@@ -152,6 +152,9 @@ class RequestSock:
         self.acked = False
         self.timer = Timer(self._expired, "synack")
         self.ecn_ok = False
+        #: the IPv4 options answering the SYN's (Linux ``ireq_opt``, from ``tcp_v4_save_options``:
+        #: opaque here, made by ip/): on every SYN-ACK, then the child's; None: none
+        self.ip_opts = None
 
     def _expired(self, now: float) -> None:
         self.listener._req_timer(self, now)
@@ -192,7 +195,7 @@ class Listener:
 
     __slots__ = ("config", "wheel", "counters", "local", "ip", "port", "backlog", "max_syn_queue",
                  "isn", "secret", "send", "make_child", "on_acceptable", "config_for", "on_close",
-                 "young_check", "synq", "acceptq", "young", "closed", "_last_overflow", "_wscale")
+                 "young_check", "synq", "acceptq", "young", "closed", "_last_overflow", "_wscale", "_rx_opts")
 
     def __init__(self, *, config, wheel, counters, local: tuple[bytes, int], backlog: int, isn,
                  secret: bytes, send: SendFn, make_child: Callable[..., TcpConnection] | None = None,
@@ -220,6 +223,7 @@ class Listener:
         self.closed = False
         self._last_overflow: float | None = None      # last cookie sent (tcp_synq_overflow)
         self._wscale: dict[int, int] = {}              # rcvbuf_max -> our window scale
+        self._rx_opts = None           # the IPv4 options answering the segment in on_segment
 
     # ================================================================== public API
 
@@ -277,13 +281,27 @@ class Listener:
             self._unlink(req)
         return len(gone)
 
-    def on_segment(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload, now: float) -> TcpConnection | None:
+    def on_segment(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload, now: float,
+                   ip_opts=None) -> TcpConnection | None:
         """A segment for the listening ``(ip, port)`` that matched no connection.
 
         ``lip`` is the segment's destination (our) address, ``rip`` its source. Returns the child
         connection made by this segment (it is also in the accept queue), else None. The caller
         should run ``child.end_batch(now)`` after the batch like for any connection that got a
-        segment (a pending ACK for data on the third ACK goes out then)."""
+        segment (a pending ACK for data on the third ACK goes out then).  ``ip_opts``: the IPv4
+        options of an answer to this segment, when its IP header had options (opaque, from
+        ip/: ``ip_options_echo``); a SYN's are kept in its request sock (Linux ``ireq_opt``),
+        a RST or ACK answering this segment carries them, and ``send`` gets them as a fifth
+        argument (never passed when None)."""
+        if ip_opts is None:
+            return self._on_segment(lip, rip, hdr, payload, now)
+        self._rx_opts = ip_opts
+        try:
+            return self._on_segment(lip, rip, hdr, payload, now)
+        finally:
+            self._rx_opts = None
+
+    def _on_segment(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload, now: float) -> TcpConnection | None:
         key = (lip, self.port, rip, hdr.src_port)
         req = self.synq.get(key)
         if req is not None:
@@ -348,12 +366,13 @@ class Listener:
                 raw = int(now * 1000) & MASK
                 tsval = (syncookies.encode_ts_options(raw, wscale, sack, ecn_ok) + ts_offset) & MASK
             self._emit_synack(ccfg, lip, rip, lport, rport, cookie, (hdr.seq + 1) & MASK,
-                              wscale, sack, ts_ok, tsval, ts_recent, ecn_ok)
+                              wscale, sack, ts_ok, tsval, ts_recent, ecn_ok, self._saved_opts())
             return
         iss = self.isn.isn(lip, lport, rip, rport, now)
         req = RequestSock(self, key, hdr.seq, iss, mss, wscale, sack, ts_ok, ts_recent, ts_offset,
                           ccfg, now)
         req.ecn_ok = ecn_ok
+        req.ip_opts = self._saved_opts()
         self.synq[key] = req
         self.young += 1
         self._send_synack(req, now)
@@ -419,11 +438,12 @@ class Listener:
         syn = TcpHeader(rport, lport, req.irs, 0, SYN | (ECE | CWR if req.ecn_ok else 0), 0,
                         TcpOptions(mss=req.mss, wscale=req.wscale, sack_permitted=req.sack,
                                    timestamp=(req.ts_recent, 0) if req.ts_ok else None))
+        kw = {} if req.ip_opts is None else {"ip_opts": req.ip_opts}
         try:
             child = self.make_child(config=req.config, local=(lip, lport), remote=(rip, rport),
                                     iss=req.iss, syn=syn, ts_offset=req.ts_offset,
                                     syn_time=req.syn_time, synack_retransmitted=req.num_retrans > 0,
-                                    now=now)
+                                    now=now, **kw)
         except OSError:
             c["ListenDrops"] += 1
             return None
@@ -503,13 +523,16 @@ class Listener:
         syn = TcpHeader(rport, lport, irs, 0, SYN | (ECE | CWR if ecn_ok else 0), 0,
                         TcpOptions(mss=mss, wscale=wscale, sack_permitted=sack,
                                    timestamp=(ts[0], 0) if ts is not None else None))
+        # (cookie_v4_check: the options come from the completing ACK's header)
+        saved = self._saved_opts()
+        kw = {} if saved is None else {"ip_opts": saved}
         try:
             # No SYN-ACK send time is known: with timestamps the first RTT sample comes from
             # TSecr (as in Linux, up to 63 ms high: the low TSval bits carry options); without,
             # there is no sample and the RTO falls back to 3 s (RFC 6298 5.7, Linux).
             child = self.make_child(config=ccfg, local=(lip, lport), remote=(rip, rport),
                                     iss=cookie, syn=syn, ts_offset=ts_offset, syn_time=now,
-                                    synack_retransmitted=ts is None, now=now)
+                                    synack_retransmitted=ts is None, now=now, **kw)
         except OSError:
             c["ListenDrops"] += 1
             return _DROPPED
@@ -553,10 +576,24 @@ class Listener:
             c["RetransSegs"] += 1
             c["TCPSynRetrans"] += 1
         self._emit_synack(req.config, lip, rip, lport, rport, req.iss, (req.irs + 1) & MASK,
-                          req.wscale, req.sack, req.ts_ok, tsval, req.ts_recent, req.ecn_ok)
+                          req.wscale, req.sack, req.ts_ok, tsval, req.ts_recent, req.ecn_ok, req.ip_opts)
+
+    def _saved_opts(self):
+        """``tcp_v4_save_options``: the options answering this segment's, None where there are
+        none or they could not be built (False: the SYN is still answered, without options)."""
+        o = self._rx_opts
+        return None if o is False else o
+
+    def _out(self, lip: bytes, rip: bytes, hdr: TcpHeader, ip_opts) -> None:
+        """``send`` a segment of the listener's own, with IPv4 options answering the peer's if
+        there are any (only then a fifth argument: plain ``send`` callables keep working)."""
+        if ip_opts is None:
+            self.send(lip, rip, hdr, b"")
+        else:
+            self.send(lip, rip, hdr, b"", ip_opts)
 
     def _emit_synack(self, cfg, lip, rip, lport, rport, iss, ack, wscale, sack, ts_ok, tsval,
-                     tsecr, ecn_ok: bool = False) -> None:
+                     tsecr, ecn_ok: bool = False, ip_opts=None) -> None:
         """The SYN-ACK, with the same options ``TcpConnection._send_syn`` would put on it (and ECE
         when ECN was accepted: an ECN-setup SYN-ACK, RFC 3168 6.1.1)."""
         opts = TcpOptions(mss=cfg.mss,
@@ -564,7 +601,7 @@ class Listener:
                           sack_permitted=sack, timestamp=(tsval, tsecr) if ts_ok else None)
         hdr = TcpHeader(lport, rport, iss, ack, SYN | ACK | (ECE if ecn_ok else 0), min(cfg.rcvbuf, 65535), opts)
         self.counters["OutSegs"] += 1
-        self.send(lip, rip, hdr, b"")
+        self._out(lip, rip, hdr, ip_opts)
 
     def _send_req_ack(self, req: RequestSock, now: float) -> None:
         """Linux ``tcp_v4_reqsk_send_ack``: bare ACK, SEQ = ISS + 1, window scaled."""
@@ -576,16 +613,19 @@ class Listener:
         hdr = TcpHeader(lport, rport, (req.iss + 1) & MASK, (req.irs + 1) & MASK, ACK,
                         self._rcv_wnd(req) >> shift, opts)
         self.counters["OutSegs"] += 1
-        self.send(lip, rip, hdr, b"")
+        # (tcp_v4_reqsk_send_ack answers through ip_send_unicast_reply: the segment's options)
+        self._out(lip, rip, hdr, self._rx_opts)
 
     def _send_reset(self, lip: bytes, rip: bytes, hdr: TcpHeader, plen: int) -> None:
         rst = rst_for(hdr, plen)
         if rst is None:
             return
+        if self._rx_opts is False:
+            return                      # options Linux cannot answer: no reply at all
         c = self.counters
         c["OutRsts"] += 1
         c["OutSegs"] += 1
-        self.send(lip, rip, rst, b"")
+        self._out(lip, rip, rst, self._rx_opts)
 
     def _default_make_child(self, *, config, local, remote, iss, syn, ts_offset, syn_time,
                             synack_retransmitted, now) -> TcpConnection:

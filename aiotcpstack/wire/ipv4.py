@@ -1,8 +1,9 @@
 """IPv4 header parse/emit (RFC 791 section 3.1; checksum RFC 1071).
 
 Parsing is strict about lengths (version, IHL, total length) because everything above trusts the
-payload length it is handed.  IP options are not interpreted (RFC 791 3.1 "Options"): they are
-returned raw and skipped, which is what a host that neither routes nor records does.  Fragments
+payload length it is handed.  IP options (RFC 791 3.1 "Options") are returned raw here;
+``wire/ipv4_options.py`` validates and interprets them, and ``build_ipv4_header`` takes an option
+area laid out there (IHL > 5 only then: the option-less header stays the 20-byte fast case).  Fragments
 are *reported* (``mf`` / ``frag_offset``, property ``is_fragment``) rather than rejected: the
 caller reassembles them (``ip/reassembly.py``).  TCP always sends with DF (RFC 1191 path MTU
 discovery).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple, Union
 
-from .checksum import ones_sum
+from .checksum import internet_checksum, ones_sum
 from .errors import ChecksumError, ParseError
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -99,14 +100,18 @@ def parse_ipv4(buf: Buffer, verify_checksum: bool = True) -> tuple[IPv4Header, m
 
 
 def build_ipv4_header(src: bytes, dst: bytes, proto: int, payload_len: int, ttl: int = 64,
-                      ident: int = 0, df: bool = True, tos: int = 0) -> bytes:
-    """A 20-byte IPv4 header (no options) with the header checksum filled in.
+                      ident: int = 0, df: bool = True, tos: int = 0, options: bytes = b"") -> bytes:
+    """An IPv4 header with the header checksum filled in: 20 bytes, or more with ``options``
+    (an option area already laid out, a multiple of 4 octets: ``wire/ipv4_options.py``).
 
     DF is set by default: the stack does path MTU discovery (RFC 1191) and never fragments.
-    Raises ``ValueError`` for bad address sizes or a total length above 65535.
+    Raises ``ValueError`` for bad address sizes, a total length above 65535 or an option area
+    that is not whole 32-bit words of at most 40 octets.
     """
     if len(src) != 4 or len(dst) != 4:
         raise ValueError("IPv4 addresses must be 4 bytes")
+    if options:
+        return _build_with_options(src, dst, proto, payload_len, ttl, ident, df, tos, options)
     total = 20 + payload_len
     if not 20 <= total <= 0xFFFF:
         raise ValueError(f"IPv4 total length {total} out of range")
@@ -115,3 +120,19 @@ def build_ipv4_header(src: bytes, dst: bytes, proto: int, payload_len: int, ttl:
     # Inlined internet_checksum (RFC 1071) over 20 bytes: never all zero (version nibble is 4).
     csum = 0xFFFF - (((_from_bytes(hdr, "little") % 0xFFFF) << 8) - 1) % 0xFFFF - 1
     return _pack_hdr(0x45, tos, total, ident & 0xFFFF, frag, ttl, proto, csum, src, dst)
+
+
+def _build_with_options(src: bytes, dst: bytes, proto: int, payload_len: int, ttl: int, ident: int,
+                        df: bool, tos: int, options: bytes) -> bytes:
+    """``build_ipv4_header`` with an option area (IHL 6..15, RFC 791 3.1): off the common path."""
+    olen = len(options)
+    if olen & 3 or olen > 40:
+        raise ValueError(f"IPv4 option area of {olen} octets (whole words, at most 40)")
+    hlen = 20 + olen
+    total = hlen + payload_len
+    if total > 0xFFFF:
+        raise ValueError(f"IPv4 total length {total} out of range")
+    frag = IP_DF if df else 0
+    hdr = _pack_hdr(0x40 | hlen >> 2, tos, total, ident & 0xFFFF, frag, ttl, proto, 0, src, dst) + bytes(options)
+    csum = internet_checksum(hdr)
+    return hdr[:10] + csum.to_bytes(2, "big") + hdr[12:]

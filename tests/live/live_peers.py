@@ -20,9 +20,13 @@ async def echo_cb(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         writer.transport.abort()
 
 
-def kernel_echo_client(lab, host: str, port: int, data: bytes, timeout: float = 60.0) -> bytes:
-    """A kernel TCP client in ``lab.ns_b``: send ``data``, half-close, return everything echoed."""
+def kernel_echo_client(lab, host: str, port: int, data: bytes, timeout: float = 60.0,
+                       ip_options: bytes | None = None) -> bytes:
+    """A kernel TCP client in ``lab.ns_b``: send ``data``, half-close, return everything echoed;
+    ``ip_options``: its ``setsockopt(IP_OPTIONS)`` before connecting."""
     s = socket_in_netns(lab.ns_b, socket.AF_INET, socket.SOCK_STREAM)
+    if ip_options is not None:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, ip_options)
     s.settimeout(timeout)
     try:
         s.connect((host, port))
