@@ -451,6 +451,10 @@ class NetworkCore:
         #: segments go to the backlog (see the module docstring)
         self._owned: dict[Any, _Owner] = {}
         self._rx_depth = 0               # > 0 while receive() is in its frame loop
+        #: the DiffServ field (IPv4 TOS / IPv6 traffic class) of the TCP segment being received:
+        #: the replies sent for it without a connection of their own (a RST, a request sock's
+        #: ACK) echo its DSCP, as Linux's control socket does (``send_reset``)
+        self.rx_dsfield = 0
         self._gro: GroHold | None = None  # software GRO: segments held within one batch (ip/gro.py)
         self.gro = True                  # merge consecutive in-order segments of a flow per batch
         self._gro_batch = False
@@ -679,6 +683,7 @@ class NetworkCore:
                         self._rx_ipv4(mv[14:], trusted, src, now, True)
                         return
                     if proto == IPPROTO_TCP:
+                        self.rx_dsfield = _tos      # (for a socket-less reply: send_reset)
                         if _tos & 3 == 3:           # CE (RFC 3168 5): never merged, TCP told
                             self._rx_tcp_ce(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
                         else:
@@ -896,6 +901,7 @@ class NetworkCore:
             return
         proto = ip.proto
         if proto == IPPROTO_TCP:
+            self.rx_dsfield = ip.tos
             if ip.tos & 3 == 3:
                 self._rx_tcp_ce(ip.src, ip.dst, payload, trusted, now)
             else:
@@ -942,6 +948,7 @@ class NetworkCore:
                 counters["Ip6ReasmFails"] += 1      # a Fragment header inside a reassembled one
             return
         if nh == IPPROTO_TCP:
+            self.rx_dsfield = ip.traffic_class
             if ip.traffic_class & 3 == 3:
                 self._rx_tcp_ce(ip.src, dst, payload, trusted, now)
             else:
@@ -1303,7 +1310,18 @@ class NetworkCore:
     # ------------------------------------------------------------------------------------------
     # resets for segments that match nothing (RFC 9293 3.10.7.1)
     # ------------------------------------------------------------------------------------------
-    def send_reset(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload_len: int) -> None:
+    def send_reset(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload_len: int,
+                   dsfield: int | None = None) -> None:
+        """Answer ``hdr`` (from ``rip`` to our ``lip``), which found no connection, listener or
+        TIME_WAIT record, with a RST (RFC 9293 3.10.7.1; none for a RST).
+
+        Its IP header is Linux's: the stack's default TTL / hop limit, and the DSCP of the
+        segment it answers (``dsfield``, by default :attr:`rx_dsfield`, the segment being
+        received) with the ECN bits cleared (Not-ECT) -- ``tcp_v4_send_reset`` passes
+        ``ip_hdr(skb)->tos`` and ``ip_send_unicast_reply`` masks ``INET_ECN_MASK``;
+        ``tcp_v6_send_reset`` passes ``ipv6_get_dsfield`` and ``tcp_v6_send_response`` masks
+        it the same way (checked against Linux 6.18 in a lab: TOS 0x2b -> RST with 0x28, v4
+        and v6; tests/live/test_rst_tos_live.py)."""
         flags = hdr.flags
         if flags & RST:
             return           # never answer a RST
@@ -1325,6 +1343,9 @@ class NetworkCore:
         self.counters["OutRsts"] += 1
         self.counters["OutSegs"] += 1
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        tos = (self.rx_dsfield if dsfield is None else dsfield) & 0xFC
+        if tos:
+            route.set_ip(route.ttl, tos)
         self._tcp_output(route, rst, b"")
 
     # ------------------------------------------------------------------------------------------
@@ -1863,10 +1884,20 @@ class NetworkCore:
             self.wake(conn, self._now())
 
     def _listener_send(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload: bytes | memoryview) -> None:
-        """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself.  They carry
-        the listener's TTL / TOS (IP_TTL, IP_TOS, IPV6_UNICAST_HOPS, IPV6_TCLASS set on it), as
-        Linux's ``tcp_v4_send_synack`` / ``tcp_v6_send_synack`` use the listening socket's."""
+        """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself.  A SYN-ACK
+        carries the listener's TTL / TOS (IP_TTL, IP_TOS, IPV6_UNICAST_HOPS, IPV6_TCLASS set on
+        it), as Linux's ``tcp_v4_send_synack`` / ``tcp_v6_send_synack`` use the listening
+        socket's.  A RST or a request sock's bare ACK answers the segment being received and is
+        sent as Linux sends it, from the per-netns control socket (``tcp_v4_send_reset``,
+        ``tcp_v4_reqsk_send_ack`` with ``ip_hdr(skb)->tos``; v6 alike): the default TTL / hop
+        limit and the received segment's DSCP, ECN bits cleared (:meth:`send_reset`)."""
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
+        if not hdr.flags & SYN:
+            tos = self.rx_dsfield & 0xFC
+            if tos:
+                route.set_ip(route.ttl, tos)
+            self._tcp_output(route, hdr, payload)
+            return
         listener = self.demux.listener_for(lip, hdr.src_port)
         if listener is not None:
             config_for = listener.config_for
