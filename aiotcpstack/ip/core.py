@@ -916,13 +916,15 @@ class NetworkCore:
             from .icmp_echo import echo_reply_v4, fragment_ipv4
             reply = echo_reply_v4(payload, counters)
             if reply is not None:
+                # the request's whole TOS byte, ECN bits too, as Linux's icmp_reply
+                # (``inet->tos = ip_hdr(skb)->tos``; checked on 6.18: 0x2b -> 0x2b)
                 if 20 + len(reply) <= self.mtu:
                     self._send_l3_direct(src_mac, ETH_P_IP,
                                          build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply), self.default_ttl,
-                                                           ident=self._next_ident(), df=False) + reply)
+                                                           ident=self._next_ident(), df=False, tos=ip.tos) + reply)
                 else:       # the reply to a large (fragmented) request: in fragments, as Linux
                     for l3 in fragment_ipv4(ip.dst, ip.src, IPPROTO_ICMP, reply, self.mtu, self._next_ident(),
-                                            self.default_ttl):
+                                            self.default_ttl, ip.tos):
                         self._send_l3_direct(src_mac, ETH_P_IP, l3)
         elif self.dedicated:
             counters["IpInUnknownProtos"] += 1
@@ -1030,13 +1032,17 @@ class NetworkCore:
             from .icmp_echo import echo_reply_v6, fragment_ipv6
             reply = echo_reply_v6(payload, ip.src, ip.dst, counters)
             if reply is not None:
+                # the request's traffic class, ECN bits too (Linux icmpv6_echo_reply:
+                # ``ipv6_get_dsfield``; checked on 6.18)
+                tclass = ip.traffic_class
                 if 40 + len(reply) <= self.mtu:
                     self._send_l3_direct(src_mac, ETH_P_IPV6,
                                          build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply),
-                                                           self.default_hop_limit) + reply)
+                                                           self.default_hop_limit, tclass) + reply)
                 else:       # in fragments (RFC 8200 4.5), an unpredictable identification (RFC 7739)
                     for l3 in fragment_ipv6(ip.dst, ip.src, IPPROTO_ICMPV6, reply, self.mtu,
-                                            _from_bytes(os.urandom(4), "big"), self.default_hop_limit):
+                                            _from_bytes(os.urandom(4), "big"), self.default_hop_limit,
+                                            tclass):
                         self._send_l3_direct(src_mac, ETH_P_IPV6, l3)
 
     def _gro_reorder(self, g: GroHold, seq: int, payload: Any, flags: int, tsval: int) -> bool:

@@ -1,5 +1,6 @@
 """The IP header of the replies sent without a connection of their own (a RST for a segment that
-found nothing, a listener's RST and a request sock's bare ACK): Linux sends them from its per-netns
+found nothing, a listener's RST and a request sock's bare ACK; ICMP echo replies at the end):
+Linux sends them from its per-netns
 control socket with the default TTL / hop limit and the DSCP of the segment they answer, the ECN
 bits cleared (``tcp_v4_send_reset`` / ``tcp_v4_reqsk_send_ack``: ``ip_hdr(skb)->tos``, masked by
 ``ip_send_unicast_reply``; ``tcp_v6_send_reset``: ``ipv6_get_dsfield``, masked by
@@ -12,10 +13,13 @@ and a CE-marked segment."""
 from __future__ import annotations
 
 import random
+import struct
 
 import pytest
 
+from aiotcpstack.ip.icmp_echo import fragment_ipv4, fragment_ipv6
 from aiotcpstack.tcp.config import TcpConfig
+from aiotcpstack.wire import icmp as wicmp
 from aiotcpstack.wire.ethernet import ETH_P_IP, ETH_P_IPV6, build_ethernet, parse_ethernet
 from aiotcpstack.wire.ipv4 import parse_ipv4
 from aiotcpstack.wire.ipv6 import parse_ipv6
@@ -107,3 +111,29 @@ def test_listener_rst_and_request_ack_echo_the_dscp_syn_ack_keeps_the_listeners(
     bad = TcpHeader(41001, 7777, (req.irs + 1 + 10**6) & 0xFFFFFFFF, (req.iss + 1) & 0xFFFFFFFF, ACK, 1000)
     core.receive([(_frame(route, bad, 0x49), False)], 1.2)
     assert [_ip_and_flags(f)[1:] for f in out] == [(0x48, ACK)]
+
+
+@pytest.mark.parametrize("size", [100, 3000], ids=["one-frame", "fragmented"])
+@pytest.mark.parametrize("v6", [False, True], ids=["v4", "v6"])
+def test_echo_reply_echoes_the_whole_dsfield(v6: bool, size: int) -> None:
+    """Dedicated mode's echo replies: Linux's ``icmp_reply`` sets ``inet->tos = ip_hdr(skb)->tos``
+    and ``icmpv6_echo_reply`` uses ``ipv6_get_dsfield``: the request's whole byte, ECN bits too
+    (checked on 6.18: 0x2b -> 0x2b, 0x03 -> 0x03); a reply larger than the MTU carries it in
+    every fragment.  The request arrives in fragments of 1,000 bytes (made by the same helpers)."""
+    core, route, _ = make(v6, random.Random(5))
+    out = _replies(core)
+    lip, rip = route.lip, route.rip
+    data = bytes(range(100)) * (size // 100)
+    for ident, (ds, _) in enumerate(LINUX):
+        if v6:
+            req = wicmp.build_icmpv6(rip, lip, 128, 0, struct.pack("!HH", ident, 1), data)
+            l3s = fragment_ipv6(rip, lip, 58, req, 1048, ident, 64, ds)
+            et = ETH_P_IPV6
+        else:
+            req = wicmp.build_icmpv4(8, 0, struct.pack("!HH", ident, 1), data)
+            l3s = fragment_ipv4(rip, lip, 1, req, 1020, ident, 64, ds)
+            et = ETH_P_IP
+        core.receive([(build_ethernet(MY_MAC, PEER_MAC, et) + l3, False) for l3 in l3s], 1.0 + ident)
+        assert len(out) == (1 if size < 1000 else 3), (hex(ds), len(out))
+        assert {_ip_and_flags(f)[:2] for f in out} == {(64, ds)}
+        out.clear()
