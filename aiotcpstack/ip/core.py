@@ -509,6 +509,10 @@ class NetworkCore:
         #: segments go to the backlog (see the module docstring)
         self._owned: dict[Any, _Owner] = {}
         self._rx_depth = 0               # > 0 while receive() is in its frame loop
+        #: the DiffServ field (IPv4 TOS / IPv6 traffic class) of the TCP segment being received:
+        #: the replies sent for it without a connection of their own (a RST, a request sock's
+        #: ACK) echo its DSCP, as Linux's control socket does (``send_reset``)
+        self.rx_dsfield = 0
         self._gro: GroHold | None = None  # software GRO: segments held within one batch (ip/gro.py)
         self.gro = True                  # merge consecutive in-order segments of a flow per batch
         self._gro_batch = False
@@ -772,6 +776,7 @@ class NetworkCore:
                         self._rx_ipv4(mv[14:], trusted, src, now, True)
                         return
                     if proto == IPPROTO_TCP:
+                        self.rx_dsfield = _tos      # (for a socket-less reply: send_reset)
                         if _tos & 3 == 3:           # CE (RFC 3168 5): never merged, TCP told
                             self._rx_tcp_ce(ipsrc, ipdst, mv[34:14 + tot], trusted, now)
                         else:
@@ -1001,6 +1006,7 @@ class NetworkCore:
             return
         proto = ip.proto
         if proto == IPPROTO_TCP:
+            self.rx_dsfield = ip.tos
             if ipopt is not None:
                 self._rx_tcp_options(ip.src, dst, payload, trusted, now, ip.tos, ipopt)
             elif ip.tos & 3 == 3:
@@ -1020,13 +1026,15 @@ class NetworkCore:
                 from .ip_options import echo_reply
                 echo_reply(self, ip, dst, ipopt, reply, src_mac, now)
             elif reply is not None:
+                # the request's whole TOS byte, ECN bits too, as Linux's icmp_reply
+                # (``inet->tos = ip_hdr(skb)->tos``; checked on 6.18: 0x2b -> 0x2b)
                 if 20 + len(reply) <= self.mtu:
                     self._send_l3_direct(src_mac, ETH_P_IP,
                                          build_ipv4_header(ip.dst, ip.src, IPPROTO_ICMP, len(reply), self.default_ttl,
-                                                           ident=self._next_ident(), df=False) + reply)
+                                                           ident=self._next_ident(), df=False, tos=ip.tos) + reply)
                 else:       # the reply to a large (fragmented) request: in fragments, as Linux
                     for l3 in fragment_ipv4(ip.dst, ip.src, IPPROTO_ICMP, reply, self.mtu, self._next_ident(),
-                                            self.default_ttl):
+                                            self.default_ttl, ip.tos):
                         self._send_l3_direct(src_mac, ETH_P_IP, l3)
         elif self.dedicated:
             counters["IpInUnknownProtos"] += 1
@@ -1092,6 +1100,7 @@ class NetworkCore:
                 counters["Ip6ReasmFails"] += 1      # a Fragment header inside a reassembled one
             return
         if nh == IPPROTO_TCP:
+            self.rx_dsfield = ip.traffic_class
             if ip.traffic_class & 3 == 3:
                 self._rx_tcp_ce(ip.src, dst, payload, trusted, now)
             else:
@@ -1173,13 +1182,17 @@ class NetworkCore:
             from .icmp_echo import echo_reply_v6, fragment_ipv6
             reply = echo_reply_v6(payload, ip.src, ip.dst, counters)
             if reply is not None:
+                # the request's traffic class, ECN bits too (Linux icmpv6_echo_reply:
+                # ``ipv6_get_dsfield``; checked on 6.18)
+                tclass = ip.traffic_class
                 if 40 + len(reply) <= self.mtu:
                     self._send_l3_direct(src_mac, ETH_P_IPV6,
                                          build_ipv6_header(ip.dst, ip.src, IPPROTO_ICMPV6, len(reply),
-                                                           self.default_hop_limit) + reply)
+                                                           self.default_hop_limit, tclass) + reply)
                 else:       # in fragments (RFC 8200 4.5), an unpredictable identification (RFC 7739)
                     for l3 in fragment_ipv6(ip.dst, ip.src, IPPROTO_ICMPV6, reply, self.mtu,
-                                            _from_bytes(os.urandom(4), "big"), self.default_hop_limit):
+                                            _from_bytes(os.urandom(4), "big"), self.default_hop_limit,
+                                            tclass):
                         self._send_l3_direct(src_mac, ETH_P_IPV6, l3)
 
     def _gro_reorder(self, g: GroHold, seq: int, payload: Any, flags: int, tsval: int) -> bool:
@@ -1459,7 +1472,18 @@ class NetworkCore:
     # ------------------------------------------------------------------------------------------
     # resets for segments that match nothing (RFC 9293 3.10.7.1)
     # ------------------------------------------------------------------------------------------
-    def send_reset(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload_len: int) -> None:
+    def send_reset(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload_len: int,
+                   dsfield: int | None = None) -> None:
+        """Answer ``hdr`` (from ``rip`` to our ``lip``), which found no connection, listener or
+        TIME_WAIT record, with a RST (RFC 9293 3.10.7.1; none for a RST).
+
+        Its IP header is Linux's: the stack's default TTL / hop limit, and the DSCP of the
+        segment it answers (``dsfield``, by default :attr:`rx_dsfield`, the segment being
+        received) with the ECN bits cleared (Not-ECT) -- ``tcp_v4_send_reset`` passes
+        ``ip_hdr(skb)->tos`` and ``ip_send_unicast_reply`` masks ``INET_ECN_MASK``;
+        ``tcp_v6_send_reset`` passes ``ipv6_get_dsfield`` and ``tcp_v6_send_response`` masks
+        it the same way (checked against Linux 6.18 in a lab: TOS 0x2b -> RST with 0x28, v4
+        and v6; tests/live/test_rst_tos_live.py)."""
         flags = hdr.flags
         if flags & RST:
             return           # never answer a RST
@@ -1486,6 +1510,9 @@ class NetworkCore:
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
         if echo is not None:
             route.set_ip_options(echo)     # the segment's options answered (a source route reversed)
+        tos = (self.rx_dsfield if dsfield is None else dsfield) & 0xFC
+        if tos:
+            route.set_ip(route.ttl, tos)
         self._tcp_output(route, rst, b"")
 
     # ------------------------------------------------------------------------------------------
@@ -2058,17 +2085,27 @@ class NetworkCore:
 
     def _listener_send(self, lip: bytes, rip: bytes, hdr: TcpHeader, payload: bytes | memoryview,
                        ip_opts: Any = None) -> None:
-        """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself.  They carry
-        the listener's TTL / TOS (IP_TTL, IP_TOS, IPV6_UNICAST_HOPS, IPV6_TCLASS set on it), as
-        Linux's ``tcp_v4_send_synack`` / ``tcp_v6_send_synack`` use the listening socket's.
+        """The listener's own segments (SYN-ACK, RST, ACK): it counts them itself.  A SYN-ACK
+        carries the listener's TTL / TOS (IP_TTL, IP_TOS, IPV6_UNICAST_HOPS, IPV6_TCLASS set on
+        it), as Linux's ``tcp_v4_send_synack`` / ``tcp_v6_send_synack`` use the listening
+        socket's.  A RST or a request sock's bare ACK answers the segment being received and is
+        sent as Linux sends it, from the per-netns control socket (``tcp_v4_send_reset``,
+        ``tcp_v4_reqsk_send_ack`` with ``ip_hdr(skb)->tos``; v6 alike): the default TTL / hop
+        limit and the received segment's DSCP, ECN bits cleared (:meth:`send_reset`).
         ``ip_opts``: the IPv4 options answering the peer's (a request sock's ``ireq_opt``, or the
         segment being answered); False: no answer (Linux could not build them).  IP_OPTIONS set
-        on the listener take their place (RFC 9293 MUST-52)."""
+        on the listener take their place in a SYN-ACK (RFC 9293 MUST-52)."""
         if ip_opts is False:
             return
         route = Route(self, lip, rip, self.neigh.entry(self._next_hop(rip)))
         if ip_opts is not None:
             route.set_ip_options(ip_opts)
+        if not hdr.flags & SYN:
+            tos = self.rx_dsfield & 0xFC
+            if tos:
+                route.set_ip(route.ttl, tos)
+            self._tcp_output(route, hdr, payload)
+            return
         listener = self.demux.listener_for(lip, hdr.src_port)
         if listener is not None:
             config_for = listener.config_for

@@ -57,14 +57,15 @@ def _pieces(payload: bytes, step: int):
         yield off, payload[off:off + step], off + step < n
 
 
-def fragment_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, mtu: int, ident: int, ttl: int) -> list[bytes]:
+def fragment_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, mtu: int, ident: int, ttl: int,
+                  tos: int = 0) -> list[bytes]:
     """``payload`` as IPv4 fragments of at most ``mtu`` bytes (RFC 791 3.2 / 2.3 "Fragmentation"):
-    every fragment but the last carries a multiple of 8 bytes and MF; DF is clear.  For an echo
-    reply larger than the MTU, as Linux's ``ip_fragment`` sends one (``ping -s 3000`` works);
-    TCP never needs it (DF, PMTUD)."""
+    every fragment but the last carries a multiple of 8 bytes and MF; DF is clear; each carries
+    ``tos``.  For an echo reply larger than the MTU, as Linux's ``ip_fragment`` sends one
+    (``ping -s 3000`` works); TCP never needs it (DF, PMTUD)."""
     out = []
     for off, part, more in _pieces(payload, (mtu - 20) & ~7):
-        hdr = bytearray(_IP4_HDR.pack(0x45, 0, 20 + len(part), ident & 0xFFFF, (0x2000 if more else 0) | (off >> 3),
+        hdr = bytearray(_IP4_HDR.pack(0x45, tos, 20 + len(part), ident & 0xFFFF, (0x2000 if more else 0) | (off >> 3),
                                       ttl, proto, 0, src, dst))
         hdr[10:12] = internet_checksum(hdr).to_bytes(2, "big")
         out.append(bytes(hdr) + part)
@@ -72,11 +73,11 @@ def fragment_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes, mtu: int, 
 
 
 def fragment_ipv6(src: bytes, dst: bytes, next_header: int, payload: bytes, mtu: int, ident: int,
-                  hop_limit: int) -> list[bytes]:
+                  hop_limit: int, traffic_class: int = 0) -> list[bytes]:
     """``payload`` (the fragmentable part) as IPv6 fragments of at most ``mtu`` bytes, each with a
     Fragment header (RFC 8200 4.5: a source may fragment; multiples of 8 but the last)."""
     out = []
     for off, part, more in _pieces(payload, (mtu - 48) & ~7):
         frag = _FRAG6_HDR.pack(next_header, 0, off | (1 if more else 0), ident & 0xFFFFFFFF)
-        out.append(build_ipv6_header(src, dst, 44, 8 + len(part), hop_limit) + frag + part)
+        out.append(build_ipv6_header(src, dst, 44, 8 + len(part), hop_limit, traffic_class) + frag + part)
     return out

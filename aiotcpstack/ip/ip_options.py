@@ -90,7 +90,7 @@ def echo_reply(core: Any, ip: Any, dst: bytes, opt: _ipopt.IpOptions, reply: byt
     if 20 + len(options) + len(reply) > core.mtu:
         return
     l3 = build_ipv4_header(dst, daddr, IPPROTO_ICMP, len(reply), core.default_ttl, core._next_ident(), False,
-                           0, options) + reply
+                           ip.tos, options) + reply    # (the whole TOS byte, as icmp_reply)
     if daddr == ip.src:
         core._send_l3_direct(src_mac, ETH_P_IP, l3)
     else:

@@ -23,16 +23,23 @@ nothing.  (Linux's timer also sends ICMP time exceeded, code 1, for a queue hold
 fragment; we do not send it -- RFC 1122 3.3.2 makes that a MAY.)
 
 Memory (``ipfrag_high_thresh``, 4 MiB): each fragment costs its bytes plus
-``FRAG_OVERHEAD`` (the skb truesize stand-in, so a flood of tiny fragments is bounded too), and
-at most ``max_queues`` queues exist; past either limit the oldest queues are evicted (counted as
-reassembly failures), as Linux's evictor did before 4.17 (newer kernels refuse new queues instead
-and wait for the timeout; evicting the oldest lets a fresh datagram in under a flood of stale
-ones).
+``FRAG_OVERHEAD`` (the skb truesize stand-in, so a flood of tiny fragments is bounded too).  As
+Linux since 4.17 (``inet_frag_find``: ``frag_mem_limit(fqdir) > high_thresh`` -> NULL, and
+``ip_defrag`` / ``ipv6_frag_rcv`` count ``REASMFAILS`` and free the fragment), a fragment that
+arrives while the memory held is *above* the threshold is refused -- whether its datagram has a
+queue or not -- and counted as a reassembly failure; nothing already queued is evicted (the
+memory comes back as queues complete, fail or time out).  The check comes before the fragment is
+charged, so the memory held can pass the threshold by one fragment's cost, as in Linux.  Linux
+has no count limit of its own (each queue's struct is charged to the memory); ``max_queues``
+(1,024) bounds the table here: a fragment that would open a queue beyond it is refused the same
+way.  Before 4.17 Linux evicted the oldest queues instead (``inet_frag_evictor``, dropped for its
+cost under the FragmentSmack flood); so did this module before PERF_LOG step 30.
 
 Counters, as Linux's MIB (``/proc/net/snmp`` ``Ip:`` / ``/proc/net/snmp6``): ``IpReasmReqds`` /
 ``Ip6ReasmReqds`` per fragment received, ``...ReasmOKs`` per datagram reassembled,
 ``...ReasmFails`` per failure (a datagram discarded: overlap, timeout, eviction, oversize,
-inconsistent length in IPv6; a fragment dropped for an inconsistent or empty length in IPv4), ``...ReasmTimeout`` per queue
+inconsistent length in IPv6; a fragment dropped for an inconsistent or empty length in IPv4, or
+refused over the limits), ``...ReasmTimeout`` per queue
 expired (also a failure, as in Linux), ``...ReasmOverlaps`` per overlap (Linux's ``IpExt:
 ReasmOverlaps``).
 """
@@ -63,10 +70,9 @@ _UPPER_MIN = {6: 20, 17: 8, 58: 8}
 class _Queue:
     """One datagram being reassembled (Linux ``struct inet_frag_queue``)."""
 
-    __slots__ = ("created", "deadline", "starts", "frags", "held", "length", "last_in", "meta", "mem", "v6")
+    __slots__ = ("deadline", "starts", "frags", "held", "length", "last_in", "meta", "mem", "v6")
 
-    def __init__(self, created: float, deadline: float, v6: bool) -> None:
-        self.created = created
+    def __init__(self, deadline: float, v6: bool) -> None:
         self.deadline = deadline
         self.starts: list[int] = []            # fragment offsets, sorted (for bisect)
         self.frags: list[tuple[int, int, bytes]] = []   # (start, end, data), disjoint, sorted
@@ -174,6 +180,11 @@ class Reassembler:
              now: float, maxlen: int, timeout: float) -> tuple[Any, bytes] | None:
         c = self.counters
         self.expire(now)
+        if self.mem > self.high_thresh:
+            # Linux inet_frag_find: over ipfrag_high_thresh no queue is found or made -- every
+            # fragment is refused (REASMFAILS) until memory is released
+            c[p + "ReasmFails"] += 1
+            return None
         queues = self.q6 if v6 else self.q4
         q = queues.get(key)
         if end > maxlen:
@@ -193,8 +204,9 @@ class Reassembler:
             return None
         if q is None:
             if len(self.q4) + len(self.q6) >= self.max_queues:
-                self._evict_oldest()
-            q = queues[key] = _Queue(now, now + timeout, v6)
+                c[p + "ReasmFails"] += 1          # no new queue (the table's bound; see above)
+                return None
+            q = queues[key] = _Queue(now + timeout, v6)
         # Linux inet_frag_queue_insert: a fragment inside one already held is a duplicate (dropped,
         # queue kept); any other overlap discards the datagram (RFC 5722)
         starts = q.starts
@@ -209,12 +221,6 @@ class Reassembler:
         if i < len(frags) and frags[i][0] < end:
             return self._overlap(key, p)
         cost = len(data) + FRAG_OVERHEAD
-        while self.mem + cost > self.high_thresh:
-            if not self._evict_oldest(keep=key):
-                break
-        if self.mem + cost > self.high_thresh:
-            self._fail_key(key, p)
-            return None
         chunk = bytes(data)      # (a copy: ``data`` may be a view into the link's receive buffer)
         starts.insert(i, offset)
         frags.insert(i, (offset, end, chunk))
@@ -246,24 +252,6 @@ class Reassembler:
         if q is not None:
             self.mem -= q.mem
         self.counters[p + "ReasmFails"] += 1
-
-    def _evict_oldest(self, keep: tuple | None = None) -> bool:
-        """Discard the oldest queue (created first, either family) other than ``keep``; False when
-        there is none."""
-        best: tuple | None = None
-        for queues in (self.q4, self.q6):
-            for key, q in queues.items():          # (the head, or the one after ``keep``)
-                if key != keep:
-                    if best is None or q.created < best[2].created:
-                        best = (queues, key, q)
-                    break
-        if best is None:
-            return False
-        queues, key, q = best
-        del queues[key]
-        self.mem -= q.mem
-        self.counters[("Ip6" if q.v6 else "Ip") + "ReasmFails"] += 1
-        return True
 
 
 def _upper_truncated(nh: int, data: Any) -> bool:

@@ -315,7 +315,7 @@ def test_memory_flat_under_60s_mixed_attack(lab) -> None:
     assert c["InCsumErrors"] >= sent["tcp_csum"] - slack
     assert c["IpInHdrErrors"] >= sent["ip_csum"] + sent["rand_ip4"] - slack
     assert c["InErrs"] >= c["InCsumErrors"] + sent["tcp_doff"] - slack
-    # (each a first fragment of its own datagram: queued, then evicted once MAX_QUEUES are held)
+    # (each a first fragment of its own datagram: queued, then refused once MAX_QUEUES are held)
     assert c["IpReasmReqds"] >= sent["ip_frag"] - slack
     assert c["IpReasmFails"] >= sent["ip_frag"] - MAX_QUEUES - slack
     assert c["Ip6InHdrErrors"] > 0 and c["LinkInDrops"] > 0

@@ -101,6 +101,22 @@ def test_guard_ipv6(lab):
     res.close()
 
 
+def test_guard_scope_is_every_local_address_when_the_frame_arrives(lab):
+    """``fib daddr type local`` (PERF_LOG step 30: why not a set of our addresses): a guarded port
+    is guarded at an address added after the guard and at an AnyIP prefix (a local route, no
+    address), at once and with nothing told; an unguarded port there still gets the kernel's RST."""
+    x = lab.subnet
+    extra, anyip = f"198.18.{x}.9", f"198.18.{x}.70"
+    with RstGuard(lab.ns_a) as g:
+        g.add_port(5555)
+        lab.run(lab.ns_a, ["ip", "addr", "add", f"{extra}/32", "dev", lab.if_a])
+        lab.run(lab.ns_a, ["ip", "route", "add", "local", f"198.18.{x}.64/26", "dev", "lo"])
+        for addr in (extra, anyip):
+            assert kernel_connect(lab, addr, 5556, 2) == "refused", addr
+            assert kernel_connect(lab, addr, 5555, 1.0) == "timeout", addr
+        assert g.counters()["pre"] >= 2
+
+
 def test_close_restores_ruleset_and_is_idempotent(lab):
     before = ruleset(lab)
     g = RstGuard(lab.ns_a)

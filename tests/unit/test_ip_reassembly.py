@@ -251,27 +251,43 @@ def test_timeout_v4_30s_v6_60s_checked_on_receive():
     assert r.queues == {} and r.mem == 0
 
 
-def test_memory_limit_evicts_the_oldest_queue():
+def test_over_the_memory_limit_every_fragment_is_refused_none_evicted():
+    """Linux >= 4.17 (``inet_frag_find``): while the memory held is above ``ipfrag_high_thresh``
+    no queue is found or made -- a new datagram's fragment and an old one's alike are refused
+    (``IpReasmFails``); nothing queued is evicted.  The check precedes the charge, so the memory
+    passes the threshold by one fragment (4 x 1,256 B = 5,024 B <= 5,100 B; the 5th goes over)."""
     c = Counters()
-    r = Reassembler(c, high_thresh=4 * (1000 + FRAG_OVERHEAD) + 300)
-    firsts = [frags4(ident=i, seed=i)[1] for i in range(5)]
-    for fs in firsts:
-        feed4(r, fs[0])                       # 1000 bytes each: the 5th evicts the 1st
-    assert len(r.queues) == 4 and c["IpReasmFails"] == 1 and r.mem <= r.high_thresh
-    assert [k[2] for k in r.queues] == [1, 2, 3, 4]
-    # the newest still completes, evicting the older ones as it grows
-    want = bytes(dgram4(ident=4, seed=4)[IP].payload)
-    assert run(r, feed4, firsts[4][1:])[1] == want
-    assert c["IpReasmFails"] == 3 and [k[2] for k in r.queues] == [3] and r.mem == r.queues[next(iter(r.queues))].mem
+    r = Reassembler(c, high_thresh=4 * (1000 + FRAG_OVERHEAD) + 76)
+    firsts = [frags4(ident=i, seed=i)[1] for i in range(7)]
+    for fs in firsts[:5]:
+        assert feed4(r, fs[0]) is None        # 1000 bytes each: all 5 queued, the 5th goes over
+    assert [k[2] for k in r.queues] == [0, 1, 2, 3, 4] and c["IpReasmFails"] == 0
+    assert r.mem == 5 * (1000 + FRAG_OVERHEAD) > r.high_thresh
+    # over the limit: a new datagram is refused, and so is the rest of a queued one
+    assert feed4(r, firsts[5][0]) is None and feed4(r, firsts[0][1]) is None
+    assert c["IpReasmFails"] == 2 and [k[2] for k in r.queues] == [0, 1, 2, 3, 4]
+    assert all(len(q.frags) == 1 for q in r.queues.values()) and r.mem == 5 * (1000 + FRAG_OVERHEAD)
+    # IPv6 shares the limit (one fqdir per family in Linux, one memory pool here)
+    assert feed6(r, frags6(ident=9)[1][0]) is None and c["Ip6ReasmFails"] == 1
+    # the timeout frees the memory; then a datagram is reassembled again
+    r.expire(30.0)
+    assert r.queues == {} and r.mem == 0 and c["IpReasmTimeout"] == 5
+    want = bytes(dgram4(ident=6, seed=6)[IP].payload)
+    assert run(r, feed4, firsts[6], 30.0)[1] == want and c["IpReasmOKs"] == 1
 
 
-def test_max_queues_evicts_the_oldest():
+def test_max_queues_refuses_new_queues_and_keeps_the_old():
     c = Counters()
     r = Reassembler(c, max_queues=8)
     for i in range(20):
-        feed4(r, frags4(ident=i)[1][0])
+        assert feed4(r, frags4(ident=i)[1][0]) is None
     assert len(r.queues) == 8 and c["IpReasmFails"] == 12
-    assert sorted(k[2] for k in r.queues) == list(range(12, 20))
+    assert sorted(k[2] for k in r.queues) == list(range(8))
+    # a queued datagram still completes (its queue exists); then one new queue fits again
+    want, fs = frags4(ident=3)
+    assert run(r, feed4, fs[1:])[1] == want and len(r.queues) == 7
+    want, fs = frags4(ident=30, seed=30)
+    assert run(r, feed4, fs)[1] == want and c["IpReasmOKs"] == 2 and c["IpReasmFails"] == 12
 
 
 # --------------------------------------------------------------------------- atomic, tiny, first
@@ -316,14 +332,14 @@ def test_views_are_copied():
     assert feed4(r, memoryview(bufs[-1]))[1] == want
 
 
-def test_eviction_takes_the_oldest_of_either_family():
+def test_the_queue_bound_counts_both_families():
     c = Counters()
     r = Reassembler(c, max_queues=3)
     feed4(r, frags4(ident=1)[1][0], 0.0)
     feed6(r, frags6(ident=2)[1][0], 1.0)
     feed4(r, frags4(ident=3)[1][0], 2.0)
-    feed6(r, frags6(ident=4)[1][0], 3.0)            # evicts the v4 queue of t=0
-    assert c["IpReasmFails"] == 1 and c["Ip6ReasmFails"] == 0
-    feed4(r, frags4(ident=5)[1][0], 4.0)            # evicts the v6 queue of t=1
-    assert c["Ip6ReasmFails"] == 1
-    assert sorted(k[2] for k in r.queues) == [3, 4, 5]
+    feed6(r, frags6(ident=4)[1][0], 3.0)            # refused: three queues, of both families
+    assert c["Ip6ReasmFails"] == 1 and c["IpReasmFails"] == 0
+    feed4(r, frags4(ident=5)[1][0], 4.0)
+    assert c["IpReasmFails"] == 1
+    assert sorted(k[2] for k in r.queues) == [1, 2, 3]
