@@ -1337,12 +1337,11 @@ class TcpConnection:
                 if self.snd_nxt != self.snd_una:
                     self._enter_recovery(now)
                     if tlp_sacked:
-                        self.lost_end = seq_max(
-                            self.lost_end, (self.snd_una + self.sb.highest(self.snd_una)) & MASK)
+                        self._mark_lost_to((self.snd_una + self.sb.highest(self.snd_una)) & MASK)
         elif ca == CA_RECOVERY and self.sb.blocks:
             lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering)
             if lim:
-                self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
+                self._mark_lost_to((self.snd_una + lim) & MASK)
             if newly_sacked and self.rtx_marks:
                 self._mark_lost_retrans()
         if self.ca_state == CA_RECOVERY:
@@ -1540,8 +1539,7 @@ class TcpConnection:
                     # nothing (Linux tcp_try_undo_partial)
                     # (never past SND.NXT: a retransmission of unsent bytes gets an ACK beyond
                     # SND.NXT, which RFC 9293 drops -- a stall, sim seed 565)
-                    mark = (ack + self.mss) & MASK
-                    self.lost_end = seq_max(self.lost_end, mark if seq_lt(mark, self.snd_nxt) else self.snd_nxt)
+                    self._mark_lost_to((ack + self.mss) & MASK)
                     if not self.sb.is_sacked(ack, 0):
                         self.force_rtx = True
         elif self.undo is not None and self.undo.may_undo(tsecr):
@@ -1630,7 +1628,8 @@ class TcpConnection:
         self.recovery_point = self.snd_nxt
         self.high_rxt = self.snd_una
         lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering) if self.sack_ok else 0
-        self.lost_end = (self.snd_una + max(lim, self.mss)) & MASK
+        self.lost_end = self.snd_una
+        self._mark_lost_to((self.snd_una + max(lim, self.mss)) & MASK)
         if self.sack_ok:
             self.counters["TCPSackRecovery"] += 1
         else:
@@ -1697,6 +1696,18 @@ class TcpConnection:
         pipe = self._pipe()
         cc = self.cc
         cc.cwnd = pipe + prr.sndcnt(delivered if delivered > 0 else 0, pipe, cc.ssthresh, self.mss, safe_ack)
+
+    def _mark_lost_to(self, end: int) -> None:
+        """Everything not SACKed below ``end`` is lost (RFC 6675 IsLost / RFC 6582's partial
+        ACK / RFC 8985's probe SACK): raise ``lost_end``, never above SND.NXT.  Every writer goes
+        through here because ``_pipe`` and the retransmission loop count ``[SND.UNA, lost_end)``
+        as sent-and-lost: a mark past SND.NXT (e.g. "SND.UNA + SMSS" with less than a segment
+        outstanding) would later cover new data sent after it -- counted lost while in flight,
+        and retransmitted at once."""
+        if seq_gt(end, self.snd_nxt):
+            end = self.snd_nxt
+        if seq_gt(end, self.lost_end):
+            self.lost_end = end
 
     def _pipe(self) -> int:
         """RFC 6675 pipe (Linux tcp_packets_in_flight in bytes): outstanding minus SACKed minus
@@ -2269,8 +2280,9 @@ class TcpConnection:
             if self.ts_ok and (self._fast_out is not None or (self.snd_urg and self._urg_send_check())):
                 burst = []        # NOP,NOP,TS segments: headers for all of them at once, after the loop
         outsegs = 0
-        # (urgent mode: no Nagle, no cork -- Linux tcp_nagle_test)
-        nagle = (cfg.cork or not cfg.nodelay) and not self.snd_urg
+        # (urgent mode: no Nagle, no cork -- Linux tcp_nagle_test; nor F-RTO's new data of step
+        # 2b, which Linux pushes with TCP_NAGLE_OFF)
+        nagle = (cfg.cork or not cfg.nodelay) and not self.snd_urg and self.frto != 2
         snd_wnd_end = (una + self.snd_wnd) & MASK
         pipe = self._pipe()
         counters = self.counters
@@ -2382,7 +2394,15 @@ class TcpConnection:
                 seq, flags, parts, n = burst[0]
                 self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
         if self.frto == 2:
-            self.frto = 1                 # (F-RTO step 2b done: the next ACK decides)
+            if self.snd_nxt != nxt0:
+                self.frto = 1             # (F-RTO step 2b done: the next ACK decides)
+            else:
+                # no new data could go out after all (window, SWS, cwnd): RFC 5682 step 2b's
+                # fallback to the conventional recovery, now, as Linux tcp_xmit_recovery (else
+                # nothing is sent on this ACK, and with nothing in flight the next RTO repairs)
+                self.frto = 0
+                self._output(now, more)
+                return
         if sent_new:
             self.last_send = now
             if self.ca_state != CA_OPEN and self.prr is not None:
