@@ -854,7 +854,7 @@ class TcpConnection:
             if self.state is not ESTABLISHED:
                 return True
             if self.ecn & _ecn.ECN_IN_CWR:
-                _ecn.cwr_check(self, now)
+                _ecn.on_ack(self, acked, True, now)         # (PRR during CWR, its end)
         if plen:
             self._queue_in_order(payload, plen, now)
         return True
@@ -1303,6 +1303,8 @@ class TcpConnection:
                     self.counters["TCPDSACKRecv"] += 1
                     if self.undo is not None:
                         self.undo.on_dsack(dsack[0], dsack[1], self.mss)
+        if hdr.flags & (ECE | SYN) == ECE and self.ecn and self.ca_state == CA_OPEN:
+            _ecn.ece_received(self, now)          # (RFC 3168 6.1.2: reduce, once per window)
         acked = (ack - una) & MASK
         self.probes_out = 0                       # Linux tcp_ack: any valid ACK
         if acked and acked < HALF:
@@ -1354,10 +1356,16 @@ class TcpConnection:
                 delivered = adv + (self.sb.sacked if self.sack_ok else self.reno_sacked) - sacked0
                 self.cwnd_reduction(delivered, bool(adv) and self.lost_end == lost0 and not (
                     self.relost and newly_sacked))
-        elif dsack is not None and ca == CA_OPEN and self.undo is not None and self.undo.all_dsacked():
+        elif (dsack is not None and ca == CA_OPEN and self.undo is not None and self.undo.all_dsacked()
+              and not self.ecn & _ecn.ECN_IN_CWR):
             # the DSACKs came after recovery (or the RTO's loss state) ended: undo still
-            # (Linux tcp_try_undo_dsack in the Open/Disorder states)
+            # (Linux tcp_try_undo_dsack in the Open/Disorder states; not in CWR)
             self._exit_recovery(now, "TCPDSACKUndo")
+        if self.ecn & _ecn.ECN_IN_CWR and self.ca_state == CA_OPEN:
+            # ECN's window reduction (CWR), paced per ACK by PRR (tcp/ecn.py)
+            adv = acked if acked < HALF else 0
+            _ecn.on_ack(self, adv + (self.sb.sacked if self.sack_ok else self.reno_sacked) - sacked0,
+                        bool(adv), now)
 
     def _frto_ack(self, delivered: int, rtx_out: int, adv: int, newly_sacked: int, now: float) -> None:
         """F-RTO, the SACK-enhanced version (RFC 5682 section 3; Linux ``tcp_process_loss`` with
@@ -1639,8 +1647,14 @@ class TcpConnection:
             undo = self.undo = RecoveryUndo()
         self._start_undo(undo)                         # (Linux tcp_init_undo)
         if self.cc is not None:
-            self.cc.on_congestion_event(now, self._pipe())
-            self.init_cwnd_reduction()
+            if self.ecn & _ecn.ECN_IN_CWR and self.cc.ca_state == "recovery":
+                # a loss during ECN's CWR: the reduction is under way -- no second one, PRR
+                # goes on with its counts (Linux tcp_enter_recovery: tcp_init_cwnd_reduction
+                # only when not tcp_in_cwnd_reduction; prior_ssthresh 0: not undone beyond it)
+                self.ecn &= ~_ecn.ECN_IN_CWR
+            else:
+                self.cc.on_congestion_event(now, self._pipe())
+                self.init_cwnd_reduction()
         self.rtt_time = None
         self.rtx_marks = ()
         self.relost = ()
@@ -1677,8 +1691,8 @@ class TcpConnection:
 
     def init_cwnd_reduction(self) -> None:
         """Start a PRR reduction (RFC 9937 section 4; Linux ``tcp_init_cwnd_reduction``), after
-        the congestion control set ``ssthresh``.  For fast recovery and, later, ECN's CWR
-        (Linux ``tcp_enter_cwr`` shares ``tcp_cwnd_reduction``): call this on entry, then
+        the congestion control set ``ssthresh``.  For fast recovery and ECN's CWR (Linux
+        ``tcp_enter_cwr`` shares ``tcp_cwnd_reduction``; ``ecn.enter_cwr``): call this on entry, then
         :meth:`cwnd_reduction` per ACK, and ``cc.on_recovery_exit`` at the end."""
         prr = self.prr
         if prr is None:
@@ -2405,7 +2419,7 @@ class TcpConnection:
                 return
         if sent_new:
             self.last_send = now
-            if self.ca_state != CA_OPEN and self.prr is not None:
+            if (self.ca_state != CA_OPEN or self.ecn & _ecn.ECN_IN_CWR) and self.prr is not None:
                 # PRR counts new data too (in any reduction state: recovery, an ECN CWR)
                 self.prr.prr_out += (self.snd_nxt - nxt0) & MASK
             if not (self.sack_ok and self.ca_state == CA_OPEN and self._schedule_tlp(now, rto_due)) and rto_due:
@@ -2448,7 +2462,7 @@ class TcpConnection:
             self.rtx_hw = end                         # (stale below SND.UNA, or a higher one)
         if self.undo is not None and self.undo.undo_marker is not None:
             self.undo.on_retransmit(seq, end, 1, self._tsval(now) if self.ts_ok else None)
-        if self.ca_state != CA_OPEN and self.prr is not None:
+        if (self.ca_state != CA_OPEN or self.ecn & _ecn.ECN_IN_CWR) and self.prr is not None:
             self.prr.prr_out += d + (1 if flags & FIN else 0)      # (PRR: sent during a reduction)
         if self.ca_state == CA_RECOVERY and self.sack_ok and not timeout:
             if not self.rtx_marks:
@@ -2545,6 +2559,7 @@ class TcpConnection:
                 # was over-estimated (a SACK lost on the way looks like reordering); back to 3
                 # (Linux tcp_enter_loss)
                 self.reordering = INITIAL_REORDERING
+        self.ecn &= ~_ecn.ECN_IN_CWR                  # (CWR, if any, becomes the loss state)
         # F-RTO (RFC 5682; Linux tcp_enter_loss: not for the first timeout of a fast recovery)
         self.frto = 1 if self.sack_ok and self.ca_state != CA_RECOVERY else 0
         if self.cc is not None:
