@@ -1315,8 +1315,13 @@ class TcpConnection:
                 return
         elif (acked == 0 and plen == 0 and not hdr.flags & (SYN | FIN) and not win_changed
               and self.snd_nxt != una):
-            # RFC 5681 duplicate ACK
-            if self.ca_state == CA_OPEN or self.ca_state == CA_RECOVERY:
+            # RFC 5681 duplicate ACK; on a SACK connection only one with new SACK information
+            # (RFC 5681 section 2's SACK alternative, RFC 6675; Linux counts SACKed segments,
+            # tcp_dupack_heuristics): a receiver reading a backlog sends window updates whose
+            # window field is already at its maximum -- identical to duplicate ACKs, and three
+            # of them started a false fast recovery that then crept one segment per (delayed)
+            # partial ACK (PERF_LOG step 27)
+            if (self.ca_state == CA_OPEN or self.ca_state == CA_RECOVERY) and (newly_sacked or not self.sack_ok):
                 self.dupacks += 1
                 if not self.sack_ok:
                     # Linux tcp_add_reno_sack: each dupack means one segment left the network

@@ -90,3 +90,41 @@ def test_lost_mark_never_past_snd_nxt_with_less_than_a_segment_outstanding():
     assert h.conn.lost_end == h.conn.snd_nxt == 1501
     assert h.conn.high_rxt == 1501
     assert h.conn._pipe() == 500                  # the retransmission is in flight
+
+
+# ---------------------------------------------------------------- duplicate ACKs on a SACK connection
+
+def _fifteen_out(h: Harness) -> Harness:
+    h.conn.send(b"d" * 15 * M, 0.02)
+    assert len(h.take()) == 15
+    return h
+
+
+def test_window_updates_at_the_maximum_window_are_not_duplicate_acks_with_sack():
+    # a receiver reading its backlog sends window updates; with the window already at its
+    # maximum their window field does not change, so they look exactly like duplicate ACKs.
+    # On a SACK connection only an ACK with new SACK information counts (RFC 5681 section 2's
+    # SACK alternative, RFC 6675; Linux: SACKed segments, tcp_dupack_heuristics): three of these
+    # started a false fast recovery, which without SACK information crept one segment per
+    # partial ACK (the kernel receiver delays each by 40 ms: a bulk send 4x slower)
+    h = _fifteen_out(est())
+    t = 0.03
+    for _ in range(5):
+        t += 1e-4
+        out = h.feed(t, ".", 5001, seg(0))
+        assert not [s for s in out if s.payload]
+    assert h.conn.ca_state == 0 and h.counters["RetransSegs"] == 0
+    # with SACK information the same duplicate ACKs do start it (IsLost / DupThresh)
+    for k in range(2, 5):
+        t += 1e-4
+        out = h.feed(t, ".", 5001, seg(0), opts=TcpOptions(sack_blocks=((seg(1), seg(k)),)))
+    assert h.conn.ca_state == 3 and seg(0) in [s.seq for s in out if s.payload]
+
+
+def test_duplicate_acks_without_sack_still_count_when_sack_is_off():
+    h = _fifteen_out(est(NOSACK))
+    t = 0.03
+    for _ in range(3):
+        t += 1e-4
+        out = h.feed(t, ".", 5001, seg(0))
+    assert h.conn.ca_state == 3 and [s.seq for s in out if s.payload][:1] == [seg(0)]
