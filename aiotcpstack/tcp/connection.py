@@ -862,7 +862,7 @@ class TcpConnection:
             if self.state is not ESTABLISHED:
                 return True
             if self.ecn & _ecn.ECN_IN_CWR:
-                _ecn.cwr_check(self, now)
+                _ecn.on_ack(self, acked, True, now)         # (PRR during CWR, its end)
         if plen:
             self._queue_in_order(payload, plen, now)
         return True
@@ -1314,6 +1314,8 @@ class TcpConnection:
                     self.counters["TCPDSACKRecv"] += 1
                     if self.undo is not None:
                         self.undo.on_dsack(dsack[0], dsack[1], self.mss)
+        if hdr.flags & (ECE | SYN) == ECE and self.ecn and self.ca_state == CA_OPEN:
+            _ecn.ece_received(self, now)          # (RFC 3168 6.1.2: reduce, once per window)
         acked = (ack - una) & MASK
         self.probes_out = 0                       # Linux tcp_ack: any valid ACK
         if acked and acked < HALF:
@@ -1324,8 +1326,13 @@ class TcpConnection:
                 return
         elif (acked == 0 and plen == 0 and not hdr.flags & (SYN | FIN) and not win_changed
               and self.snd_nxt != una):
-            # RFC 5681 duplicate ACK
-            if self.ca_state == CA_OPEN or self.ca_state == CA_RECOVERY:
+            # RFC 5681 duplicate ACK; on a SACK connection only one with new SACK information
+            # (RFC 5681 section 2's SACK alternative, RFC 6675; Linux counts SACKed segments,
+            # tcp_dupack_heuristics): a receiver reading a backlog sends window updates whose
+            # window field is already at its maximum -- identical to duplicate ACKs, and three
+            # of them started a false fast recovery that then crept one segment per (delayed)
+            # partial ACK (PERF_LOG step 27)
+            if (self.ca_state == CA_OPEN or self.ca_state == CA_RECOVERY) and (newly_sacked or not self.sack_ok):
                 self.dupacks += 1
                 if not self.sack_ok:
                     # Linux tcp_add_reno_sack: each dupack means one segment left the network
@@ -1347,12 +1354,10 @@ class TcpConnection:
             if dsack is not None:
                 rack.on_dsack()
             rack.update_reo_wnd(self.snd_una, self.snd_nxt)
+            # (duplicate ACKs without SACK blocks from a SACK peer count for nothing here, as in
+            # Linux: they are not duplicate ACKs on a SACK connection -- see above -- and RACK has
+            # no delivered segment to time against; the RTO repairs)
             self._rack_mark(rack, now)
-            if (self.ca_state == CA_OPEN and self.dupacks >= self.reordering and not self.sb.blocks
-                    and self.snd_nxt != self.snd_una):
-                # duplicate ACKs without SACK blocks from a SACK peer (an option-stripping box):
-                # RACK has no SACKed segment to go by; DupThresh still starts fast retransmit
-                self._enter_recovery(now)
         elif ca == CA_OPEN:
             # RFC 8985 7.4: a SACK for the tail loss probe (sent last) shows that everything sent
             # before it and still un-SACKed is lost (RACK's time order), whatever DupThresh says
@@ -1363,12 +1368,11 @@ class TcpConnection:
                 if self.snd_nxt != self.snd_una:
                     self._enter_recovery(now)
                     if tlp_sacked:
-                        self.lost_end = seq_max(
-                            self.lost_end, (self.snd_una + self.sb.highest(self.snd_una)) & MASK)
+                        self._mark_lost_to((self.snd_una + self.sb.highest(self.snd_una)) & MASK)
         elif ca == CA_RECOVERY and self.sb.blocks:
             lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering)
             if lim:
-                self.lost_end = seq_max(self.lost_end, (self.snd_una + lim) & MASK)
+                self._mark_lost_to((self.snd_una + lim) & MASK)
             if newly_sacked and self.rtx_marks:
                 self._mark_lost_retrans()
         if self.ca_state == CA_RECOVERY:
@@ -1381,10 +1385,16 @@ class TcpConnection:
                 delivered = adv + (self.sb.sacked if self.sack_ok else self.reno_sacked) - sacked0
                 self.cwnd_reduction(delivered, bool(adv) and self.lost_end == lost0 and not (
                     self.relost and newly_sacked))
-        elif dsack is not None and ca == CA_OPEN and self.undo is not None and self.undo.all_dsacked():
+        elif (dsack is not None and ca == CA_OPEN and self.undo is not None and self.undo.all_dsacked()
+              and not self.ecn & _ecn.ECN_IN_CWR):
             # the DSACKs came after recovery (or the RTO's loss state) ended: undo still
-            # (Linux tcp_try_undo_dsack in the Open/Disorder states)
+            # (Linux tcp_try_undo_dsack in the Open/Disorder states; not in CWR)
             self._exit_recovery(now, "TCPDSACKUndo")
+        if self.ecn & _ecn.ECN_IN_CWR and self.ca_state == CA_OPEN:
+            # ECN's window reduction (CWR), paced per ACK by PRR (tcp/ecn.py)
+            adv = acked if acked < HALF else 0
+            _ecn.on_ack(self, adv + (self.sb.sacked if self.sack_ok else self.reno_sacked) - sacked0,
+                        bool(adv), now)
 
     def _frto_ack(self, delivered: int, rtx_out: int, adv: int, newly_sacked: int, now: float) -> None:
         """F-RTO, the SACK-enhanced version (RFC 5682 section 3; Linux ``tcp_process_loss`` with
@@ -1617,8 +1627,7 @@ class TcpConnection:
                     # tcp_try_undo_partial)
                     # (never past SND.NXT: a retransmission of unsent bytes gets an ACK beyond
                     # SND.NXT, which RFC 9293 drops -- a stall, sim seed 565)
-                    mark = (ack + self.mss) & MASK
-                    self.lost_end = seq_max(self.lost_end, mark if seq_lt(mark, self.snd_nxt) else self.snd_nxt)
+                    self._mark_lost_to((ack + self.mss) & MASK)
                     if not self.sb.is_sacked(ack, 0):
                         self.force_rtx = True
         elif self.undo is not None and self.undo.may_undo(tsecr):
@@ -1715,7 +1724,8 @@ class TcpConnection:
         self.recovery_point = self.snd_nxt
         self.high_rxt = self.snd_una
         lim = self.sb.lost_limit(self.snd_una, self.mss, self.reordering) if self.sack_ok else 0
-        self.lost_end = (self.snd_una + max(lim, self.mss)) & MASK
+        self.lost_end = self.snd_una
+        self._mark_lost_to((self.snd_una + max(lim, self.mss)) & MASK)
         if self.sack_ok:
             self.counters["TCPSackRecovery"] += 1
         else:
@@ -1725,8 +1735,14 @@ class TcpConnection:
             undo = self.undo = RecoveryUndo()
         self._start_undo(undo)                         # (Linux tcp_init_undo)
         if self.cc is not None:
-            self.cc.on_congestion_event(now, self._pipe())
-            self.init_cwnd_reduction()
+            if self.ecn & _ecn.ECN_IN_CWR and self.cc.ca_state == "recovery":
+                # a loss during ECN's CWR: the reduction is under way -- no second one, PRR
+                # goes on with its counts (Linux tcp_enter_recovery: tcp_init_cwnd_reduction
+                # only when not tcp_in_cwnd_reduction; prior_ssthresh 0: not undone beyond it)
+                self.ecn &= ~_ecn.ECN_IN_CWR
+            else:
+                self.cc.on_congestion_event(now, self._pipe())
+                self.init_cwnd_reduction()
         self.rtt_time = None
         self.rtx_marks = ()
         self.relost = ()
@@ -1765,8 +1781,8 @@ class TcpConnection:
 
     def init_cwnd_reduction(self) -> None:
         """Start a PRR reduction (RFC 9937 section 4; Linux ``tcp_init_cwnd_reduction``), after
-        the congestion control set ``ssthresh``.  For fast recovery and, later, ECN's CWR
-        (Linux ``tcp_enter_cwr`` shares ``tcp_cwnd_reduction``): call this on entry, then
+        the congestion control set ``ssthresh``.  For fast recovery and ECN's CWR (Linux
+        ``tcp_enter_cwr`` shares ``tcp_cwnd_reduction``; ``ecn.enter_cwr``): call this on entry, then
         :meth:`cwnd_reduction` per ACK, and ``cc.on_recovery_exit`` at the end."""
         prr = self.prr
         if prr is None:
@@ -1784,6 +1800,18 @@ class TcpConnection:
         pipe = self._pipe()
         cc = self.cc
         cc.cwnd = pipe + prr.sndcnt(delivered if delivered > 0 else 0, pipe, cc.ssthresh, self.mss, safe_ack)
+
+    def _mark_lost_to(self, end: int) -> None:
+        """Everything not SACKed below ``end`` is lost (RFC 6675 IsLost / RFC 6582's partial
+        ACK / RFC 8985's probe SACK): raise ``lost_end``, never above SND.NXT.  Every writer goes
+        through here because ``_pipe`` and the retransmission loop count ``[SND.UNA, lost_end)``
+        as sent-and-lost: a mark past SND.NXT (e.g. "SND.UNA + SMSS" with less than a segment
+        outstanding) would later cover new data sent after it -- counted lost while in flight,
+        and retransmitted at once."""
+        if seq_gt(end, self.snd_nxt):
+            end = self.snd_nxt
+        if seq_gt(end, self.lost_end):
+            self.lost_end = end
 
     def _pipe(self) -> int:
         """RFC 6675 pipe (Linux tcp_packets_in_flight in bytes): outstanding minus SACKed minus
@@ -2356,8 +2384,9 @@ class TcpConnection:
             if self.ts_ok and (self._fast_out is not None or (self.snd_urg and self._urg_send_check())):
                 burst = []        # NOP,NOP,TS segments: headers for all of them at once, after the loop
         outsegs = 0
-        # (urgent mode: no Nagle, no cork -- Linux tcp_nagle_test)
-        nagle = (cfg.cork or not cfg.nodelay) and not self.snd_urg
+        # (urgent mode: no Nagle, no cork -- Linux tcp_nagle_test; nor F-RTO's new data of step
+        # 2b, which Linux pushes with TCP_NAGLE_OFF)
+        nagle = (cfg.cork or not cfg.nodelay) and not self.snd_urg and self.frto != 2
         snd_wnd_end = (una + self.snd_wnd) & MASK
         pipe = self._pipe()
         counters = self.counters
@@ -2469,12 +2498,20 @@ class TcpConnection:
                 seq, flags, parts, n = burst[0]
                 self._transmit(seq, parts[0] if len(parts) == 1 else b"".join(parts), flags, now)
         if self.frto == 2:
-            self.frto = 1                 # (F-RTO step 2b done: the next ACK decides)
+            if self.snd_nxt != nxt0:
+                self.frto = 1             # (F-RTO step 2b done: the next ACK decides)
+            else:
+                # no new data could go out after all (window, SWS, cwnd): RFC 5682 step 2b's
+                # fallback to the conventional recovery, now, as Linux tcp_xmit_recovery (else
+                # nothing is sent on this ACK, and with nothing in flight the next RTO repairs)
+                self.frto = 0
+                self._output(now, more)
+                return
         if sent_new:
             self.last_send = now
             if self.rack is not None:
                 self.rack.on_send(self.snd_nxt, now, una)      # (RACK: the originals' time)
-            if self.ca_state != CA_OPEN and self.prr is not None:
+            if (self.ca_state != CA_OPEN or self.ecn & _ecn.ECN_IN_CWR) and self.prr is not None:
                 # PRR counts new data too (in any reduction state: recovery, an ECN CWR)
                 self.prr.prr_out += (self.snd_nxt - nxt0) & MASK
             if not (self.sack_ok and self.ca_state == CA_OPEN and self._schedule_tlp(now, rto_due)) and rto_due:
@@ -2519,7 +2556,7 @@ class TcpConnection:
             self.rtx_hw = end                         # (stale below SND.UNA, or a higher one)
         if self.undo is not None and self.undo.undo_marker is not None:
             self.undo.on_retransmit(seq, end, 1, self._tsval(now) if self.ts_ok else None)
-        if self.ca_state != CA_OPEN and self.prr is not None:
+        if (self.ca_state != CA_OPEN or self.ecn & _ecn.ECN_IN_CWR) and self.prr is not None:
             self.prr.prr_out += d + (1 if flags & FIN else 0)      # (PRR: sent during a reduction)
         if self.ca_state == CA_RECOVERY and self.sack_ok and not timeout:
             if not self.rtx_marks:
@@ -2623,6 +2660,7 @@ class TcpConnection:
                 # was over-estimated (a SACK lost on the way looks like reordering); back to 3
                 # (Linux tcp_enter_loss)
                 self.reordering = INITIAL_REORDERING
+        self.ecn &= ~_ecn.ECN_IN_CWR                  # (CWR, if any, becomes the loss state)
         # F-RTO (RFC 5682; Linux tcp_enter_loss: not for the first timeout of a fast recovery)
         self.frto = 1 if self.sack_ok and self.ca_state != CA_RECOVERY else 0
         if self.cc is not None:

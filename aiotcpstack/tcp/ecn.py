@@ -20,14 +20,16 @@ congestion without a loss, so the sender reduces its window without a retransmis
   without ECN pays nothing).  "New" is judged against the highest sequence number sent so far
   (``ecn_high``), since a burst advances SND.NXT before its frames are built.  An ACK with ECE
   (not a SYN) reduces the window once per window of data (6.1.2; Linux ``tcp_enter_cwr``): only
-  from the open state (recovery and RTO reduce by themselves), ``ssthresh`` from the congestion
-  control and ``cwnd = ssthresh`` at once (``CongestionControl.on_congestion_event``; Linux
-  reduces towards it with PRR in ``TCP_CA_CWR``.  Our loss recovery uses PRR since it was added
-  in the same session as ECN (``TcpConnection.init_cwnd_reduction`` / ``cwnd_reduction``), the
-  CWR state not yet: a known difference, the reduction is the same, only its pacing over the
-  next round trip is not), and
-  the reduction ends when SND.UNA passes the SND.NXT of that moment (Linux ``TCP_CA_CWR`` ends
-  when ``snd_una`` is above ``high_seq``).  The next new data segment carries CWR.
+  from the open state (recovery and RTO reduce by themselves), decided before the ACK is
+  cleaned (the ACK carrying ECE does not grow the window first), ``ssthresh`` from the
+  congestion control (``CongestionControl.on_congestion_event``), then PRR (RFC 9937, as
+  Linux's ``TCP_CA_CWR`` state: ``tcp_init_cwnd_reduction``, ``tcp_cwnd_reduction`` per ACK,
+  :func:`on_ack`) brings cwnd down to it over the next round trip instead of at once, and the
+  reduction ends with ``cwnd = ssthresh`` when SND.UNA passes the SND.NXT of that moment (Linux
+  ``tcp_end_cwnd_reduction``: ``TCP_CA_CWR`` ends when ``snd_una`` is above ``high_seq``).
+  Not undoable (Linux ``prior_ssthresh = 0``).  A loss during it enters fast recovery without
+  a second reduction, PRR going on (Linux ``tcp_enter_recovery`` in CWR); an RTO ends it.  The
+  next new data segment carries CWR.
 * Receiver (6.1.3): a data segment whose IP header is CE (``NetworkCore`` hands the mark to
   :func:`ce_received` after the segment) makes every ACK carry ECE until a segment with CWR
   arrives; the first CE of such a period is ACKed at once, and quick ACKs follow (Linux
@@ -50,7 +52,9 @@ from __future__ import annotations
 from ..wire.tcp import ACK, CWR, ECE, SYN
 
 __all__ = ["ECN_OK", "ECN_QUEUE_CWR", "ECN_DEMAND_CWR", "ECN_IN_CWR", "ECT0", "syn_flags",
-           "syn_negotiated", "out_flags", "burst_flags", "on_segment", "cwr_check", "ce_received"]
+           "syn_negotiated", "out_flags", "burst_flags", "on_segment", "on_ack", "ece_received",
+           "enter_cwr",
+           "cwr_check", "ce_received"]
 
 # per-connection state bits (``TcpConnection.ecn``, Linux ``tp->ecn_flags``)
 ECN_OK = 1              # negotiated (TCP_ECN_OK)
@@ -122,31 +126,59 @@ def burst_flags(conn, segs: list) -> list:
 
 
 def on_segment(conn, flags: int, plen: int, now: float) -> None:
-    """ECE / CWR of a segment the connection processed (slow path), and the end of a reduction."""
+    """CWR of a segment the connection processed (slow path): the receiver side.  ECE, the
+    sender side, is handled per ACK by :func:`on_ack`."""
     e = conn.ecn
     if flags & CWR and e & ECN_DEMAND_CWR:
         # the sender reduced: stop echoing (6.1.3); ACK its data at once, its cwnd may be 1
         # segment (Linux tcp_ecn_accept_cwr)
-        conn.ecn = e = e & ~ECN_DEMAND_CWR
+        conn.ecn = e & ~ECN_DEMAND_CWR
         if plen:
             conn.ack_pending = 2
-    if e & ECN_IN_CWR:
-        cwr_check(conn, now)
-        e = conn.ecn
-    if flags & ECE and flags & ACK and not flags & SYN and not e & ECN_IN_CWR and conn.ca_state == 0:
-        cc = conn.cc
-        if cc is None or cc.ca_state != "open":
-            return
-        # Linux tcp_enter_cwr (tcp_try_to_open with FLAG_ECE): one reduction per window of data
-        cc.on_congestion_event(now, None)
-        conn.ecn = e | ECN_IN_CWR | ECN_QUEUE_CWR
-        conn.ecn_cwr_high = conn.snd_nxt
-        conn.counters["TcpEcnCwr"] += 1
+
+
+def on_ack(conn, delivered: int, safe_ack: bool, now: float) -> None:
+    """An acceptable ACK in the open state during a reduction, after the connection's ACK
+    processing (Linux ``tcp_fastretrans_alert`` for CA_CWR, then ``tcp_cong_control``): the
+    end of the reduction once its SND.NXT was passed (:func:`cwr_check`), else PRR's window for
+    this ACK (``delivered``: its DeliveredData in bytes; ``safe_ack``: it advanced SND.UNA --
+    RFC 9937's SafeACK, as no loss is marked in this state)."""
+    cwr_check(conn, now)
+    cc = conn.cc
+    if conn.ecn & ECN_IN_CWR and cc is not None and cc.ca_state == "recovery":
+        conn.cwnd_reduction(delivered, safe_ack)
+
+
+def ece_received(conn, now: float) -> None:
+    """An acceptable ACK with ECE (not a SYN) in the open state, before the ACK's data is
+    cleaned (Linux decides the state before ``tcp_cong_control``: the ACK that carries ECE does
+    not grow the window it reduces): a reduction unless one is under way."""
+    cc = conn.cc
+    if not conn.ecn & ECN_IN_CWR and cc is not None and cc.ca_state == "open":
+        enter_cwr(conn, now)
+
+
+def enter_cwr(conn, now: float) -> None:
+    """ECE: reduce once per window of data (RFC 3168 6.1.2; Linux ``tcp_enter_cwr``): ssthresh
+    from the congestion control (of cwnd, as Linux), PRR from here (``init_cwnd_reduction``:
+    cwnd then follows PRR per ACK instead of dropping to ssthresh at once), CWR on the next new
+    data, and nothing to undo -- a CE mark is not reordering (Linux ``prior_ssthresh = 0``,
+    ``undo_marker = 0``)."""
+    cc = conn.cc
+    cc.on_congestion_event(now, None)
+    cc.prior_ssthresh = 0
+    if conn.undo is not None:
+        conn.undo.clear()
+    conn.init_cwnd_reduction()
+    conn.ecn |= ECN_IN_CWR | ECN_QUEUE_CWR
+    conn.ecn_cwr_high = conn.snd_nxt
+    conn.counters["TcpEcnCwr"] += 1
 
 
 def cwr_check(conn, now: float) -> None:
     """End the reduction once SND.UNA is above the SND.NXT it began at (Linux leaves CA_CWR when
-    ``snd_una`` passed ``high_seq``: CWR has reached the receiver by then)."""
+    ``snd_una`` passed ``high_seq``: CWR has reached the receiver by then) with ``cwnd =
+    ssthresh`` (Linux ``tcp_end_cwnd_reduction``)."""
     high = conn.ecn_cwr_high
     una = conn.snd_una
     if una != high and ((una - high) & _MASK) < _HALF:

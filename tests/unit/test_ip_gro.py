@@ -273,9 +273,9 @@ def test_data_held_while_not_reading_survives_the_link_reusing_its_buffers() -> 
 
 
 # ---- pure ACKs (a bulk sender's batches): merged into one, as a stretch ACK that keeps the count
-def _ack(c: Conn, ack: int, window: int = 512, ts: int | None = None) -> bytes:
+def _ack(c: Conn, ack: int, window: int = 512, ts: int | None = None, sack: tuple = ()) -> bytes:
     hdr = TcpHeader(80, c.lport, c.seq, ack & 0xFFFFFFFF, ACK, window,
-                    TcpOptions(timestamp=(Conn.TS if ts is None else ts, 1)))
+                    TcpOptions(timestamp=(Conn.TS if ts is None else ts, 1), sack_blocks=sack or None))
     return frame(hdr)
 
 
@@ -318,7 +318,12 @@ def test_duplicate_acks_are_never_merged_and_still_trigger_fast_retransmit() -> 
     for gro in (True, False):
         c = _sender(gro)
         base = (c.iss + 1) & 0xFFFFFFFF
-        c.receive([(_ack(c, base + c.conn.mss), False)] + [(_ack(c, base + c.conn.mss), False) for _ in range(3)], 0.02)
+        m = c.conn.mss
+        # (each duplicate SACKs one more segment: on a SACK connection only a duplicate ACK with
+        # new SACK information counts, RFC 6675)
+        c.receive([(_ack(c, base + m), False)] + [
+            (_ack(c, base + m, sack=(((base + 2 * m) & 0xFFFFFFFF, (base + (2 + i) * m) & 0xFFFFFFFF),)), False)
+            for i in range(1, 4)], 0.02)
         assert c.counters["TcpAckMerged"] == 0
         assert c.conn.ca_state != 0                    # recovery entered on the third duplicate
         rtx = [h.seq for h in out_segments(c.tx) if h.seq == (base + c.conn.mss) & 0xFFFFFFFF]

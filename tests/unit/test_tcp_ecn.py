@@ -177,9 +177,9 @@ def test_ece_reduces_once_per_window_and_cwr_goes_on_the_next_new_data() -> None
     high = c.snd_nxt
     t = 0.03
     out = _ack(h, t, una + 1448, ece=True)
-    assert c.cc.cwnd < cwnd0 and c.cc.cwnd == c.cc.ssthresh       # cwnd = ssthresh at once
+    assert c.cc.ssthresh < cwnd0 and c.cc.cwnd <= cwnd0            # (cwnd follows PRR per ACK)
     assert h.counters["TcpEcnCwr"] == 1 and c.ecn & E.ECN_IN_CWR
-    cwnd1 = c.cc.cwnd
+    ssth1 = c.cc.ssthresh
     # the receiver echoes ECE until it sees CWR: no further reduction within this window
     data = [s for s in out if s.payload]
     k = 2
@@ -187,7 +187,7 @@ def test_ece_reduces_once_per_window_and_cwr_goes_on_the_next_new_data() -> None
         t += 0.001
         data = [s for s in _ack(h, t, una + k * 1448, ece=True) if s.payload]
         k += 1
-    assert c.cc.cwnd == cwnd1 and h.counters["TcpEcnCwr"] == 1
+    assert c.cc.ssthresh == ssth1 and h.counters["TcpEcnCwr"] == 1
     assert data[0].seq == high and data[0].hdr.flags & CWR          # CWR on the next new data
     assert all(not s.hdr.flags & CWR for s in data[1:])            # once
     # SND.UNA reaches the SND.NXT of the reduction: still reducing (Linux waits until above it)
@@ -200,7 +200,7 @@ def test_ece_reduces_once_per_window_and_cwr_goes_on_the_next_new_data() -> None
     # a new ECE now is a new congestion event: a second reduction, a second CWR
     t += 0.001
     out = _ack(h, t, high + 2 * 1448, ece=True)
-    assert h.counters["TcpEcnCwr"] == 2 and c.cc.cwnd < cwnd1 + 2 * 1448
+    assert h.counters["TcpEcnCwr"] == 2 and c.cc.ssthresh < ssth1
     while not any(s.payload for s in out):
         t += 0.001
         out = _ack(h, t, c.snd_una + 1448)
@@ -322,3 +322,91 @@ def test_cookie_ecn_bit_is_ignored_when_ecn_is_off() -> None:
                     TcpOptions(timestamp=(101, synack.options.timestamp[0])))
     child = lst.on_segment(lip, rip, ack, b"", 0.01)
     assert child is not None and child.ecn == 0
+
+
+# ---------------------------------------------------------------- CWR paced by PRR (Linux TCP_CA_CWR)
+
+M = 1460
+RENO_ECN = TcpConfig(ecn=1, timestamps=False, sack=True, window_scaling=False, congestion_control="reno",
+                     initial_cwnd=20, tlp=False)
+
+
+def _reno_ecn() -> Harness:
+    """An ECN connection (our SYN asked, the SYN-ACK agreed) with 20 segments in flight."""
+    h = Harness(RENO_ECN)
+    h.conn.connect(0.0)
+    syn = h.take_one()
+    h.at(0.01)
+    h.conn.on_segment(TcpHeader(80, h.local[1], 5000, syn.seq + 1, SYN | ACK | ECE, 65535,
+                                TcpOptions(mss=M, sack_permitted=True)), b"", 0.01)
+    h.conn.end_batch(0.01)
+    h.take()
+    assert h.conn.ecn & E.ECN_OK
+    h.conn.send(b"x" * 60 * M, 0.02)
+    assert len(h.take()) == 20
+    return h
+
+
+def _seg(i: int) -> int:
+    return 1001 + i * M
+
+
+def _peer_ack(h: Harness, t: float, ack: int, ece: bool = False, sack=()) -> list[Sent]:
+    h.at(t)
+    mark = len(h.out)
+    h.conn.on_segment(TcpHeader(80, h.local[1], 5001, ack, ACK | (ECE if ece else 0), 65535,
+                                TcpOptions(sack_blocks=tuple(sack) or None)), b"", t)
+    h.conn.end_batch(t)
+    return [s for s in h.out[mark:] if s.payload]
+
+
+def test_cwr_sends_per_prr_and_ends_with_cwnd_at_ssthresh() -> None:
+    # Linux tcp_enter_cwr + tcp_cwnd_reduction: the ECE ACK starts the reduction (Reno:
+    # ssthresh = 10 of 20 segments) and from then on each ACK lets out ssthresh / RecoverFS of
+    # what it delivered -- one segment every second ACK -- instead of cwnd = ssthresh at once
+    # (silence for ten ACKs, then one per ACK)
+    h = _reno_ecn()
+    c = h.conn
+    high = c.snd_nxt
+    t = 0.03
+    sends = []
+    for k in range(1, 21):
+        t += 1e-4
+        sends.append(len(_peer_ack(h, t, _seg(k), ece=(k < 3))))
+        prr = c.prr                               # never ahead of PRR's proportional bound
+        assert prr is None or prr.prr_out <= -(-prr.prr_delivered * c.cc.ssthresh // (prr.recover_fs * M)) * M
+    # (the last ACKs: pipe reached ssthresh, PRR-SSRB holds it there)
+    assert sends[:18] == [1, 0] * 9 and sum(sends) == 10
+    # half of the 20 segments: the ACK carrying ECE did not grow the window first
+    assert c.cc.ssthresh == 10 * M and h.counters["TcpEcnCwr"] == 1
+    assert c.ecn & E.ECN_IN_CWR                   # SND.UNA == the SND.NXT of the ECE: not yet
+    assert c.snd_una == high
+    _peer_ack(h, t + 1e-4, _seg(21))
+    assert not c.ecn & E.ECN_IN_CWR and c.cc.ca_state == "open"
+    assert c.cc.cwnd == c.cc.ssthresh == 10 * M   # Linux tcp_end_cwnd_reduction
+
+
+def test_loss_during_cwr_enters_recovery_without_a_second_reduction() -> None:
+    # Linux tcp_enter_recovery while in CWR: no new ssthresh, PRR goes on (no
+    # tcp_init_cwnd_reduction), prior_ssthresh 0 -- so undoing the recovery (its
+    # retransmission DSACKed) does not undo the ECN reduction
+    h = _reno_ecn()
+    c = h.conn
+    t = 0.03
+    _peer_ack(h, t, _seg(1), ece=True)
+    _peer_ack(h, t + 1e-4, _seg(2))
+    ssthresh = c.cc.ssthresh
+    out = []
+    t += 2e-4
+    for k in range(4, 8):                         # segment 2 lost: four SACKs above it
+        t += 1e-4
+        out += _peer_ack(h, t, _seg(2), sack=[(_seg(3), _seg(k))])
+    assert c.ca_state == 3 and h.counters["TCPSackRecovery"] == 1
+    assert _seg(2) in [s.seq for s in out]        # the fast retransmit
+    assert c.cc.ssthresh == ssthresh and h.counters["TcpEcnCwr"] == 1 and c.cc.congestion_events == 1
+    assert c.prr.prr_delivered == 6 * M           # the same PRR reduction, continued: 2 ACKed + 4 SACKed
+    # the original arrives after all: everything acknowledged, the retransmission DSACKed
+    _peer_ack(h, t + 0.01, c.snd_nxt, sack=[(_seg(2), _seg(3))])
+    assert h.counters["TCPFullUndo"] == 1 and c.ca_state == 0
+    # the ECN reduction stays (before: the window of before the ECE came back, ssthresh infinite)
+    assert c.cc.ssthresh == ssthresh and c.cc.cwnd < 20 * M

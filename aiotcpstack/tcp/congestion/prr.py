@@ -1,7 +1,7 @@
 """Proportional Rate Reduction (RFC 9937, which obsoletes RFC 6937; Linux ``tcp_cwnd_reduction``).
 
 PRR decides how much a sender may transmit on each ACK while it reduces its window after a
-congestion signal (fast recovery; later also ECN's CWR).  Instead of RFC 6675's "send whatever
+congestion signal (fast recovery, and ECN's CWR: tcp/ecn.py).  Instead of RFC 6675's "send whatever
 ``cwnd - pipe`` allows" -- a burst, or a long silence, right after the reduction -- it spreads
 the reduction over the recovery round trip: while ``pipe > ssthresh`` it sends ``ssthresh /
 RecoverFS`` bytes per byte delivered (the proportional part), and once ``pipe`` fell to
