@@ -230,7 +230,7 @@ class TcpConnection:
         # misc
         "ka_probes", "last_rcv_time", "chal_window", "chal_count", "closed_by_app", "_notified",
         "_released", "send_space_pending", "bytes_acked", "bytes_received", "rcvq_time",
-        "rcvq_copied", "_syn_time", "last_send", "ka_probe_time",
+        "rcvq_copied", "_syn_time", "last_send", "ka_probe_time", "clock",
         # (PMTUD/ICMP issue) ICMP soft error (Linux sk_err_soft) + snd_una when it was recorded,
         # black-hole detection state (tcp/mtu_probe.py)
         "soft_err", "soft_err_una", "mtu_probe",
@@ -377,6 +377,9 @@ class TcpConnection:
         self.rcvq_copied = 0
         self._syn_time = now
         self.last_send = now
+        # the latest ``now`` any call brought (see _output: a batch's ``now`` can be older than
+        # that of an application send made from one of its callbacks)
+        self.clock = now
         self.soft_err = 0                 # (PMTUD/ICMP issue)
         self.soft_err_una = iss
         self.mtu_probe = None
@@ -464,6 +467,8 @@ class TcpConnection:
         st = self.state
         if self.fin_queued or st in (CLOSED, LISTEN, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT):
             raise BrokenPipeError("send() after the write side was closed")
+        if now > self.clock:
+            self.clock = now                      # (see _output)
         sndbuf = self.sndbuf
         # (sndbuf._end == sndbuf._base: len(sndbuf) == 0 without the call)
         if (st is ESTABLISHED and sndbuf._end == sndbuf._base and type(data) is bytes
@@ -2112,6 +2117,11 @@ class TcpConnection:
     def _transmit(self, seq: int, data, flags: int, now: float) -> None:
         """Build one (possibly TSO-sized) segment and hand it to ``output``; every segment but a
         bare SYN carries the current ACK and window, so it clears any pending ACK."""
+        c = self.clock
+        if now < c:
+            now = c                               # (never an older TSval: see _output)
+        else:
+            self.clock = now
         if self.ecn:
             flags = _ecn.out_flags(self, seq, len(data), flags)
         blocks = ()
@@ -2311,6 +2321,19 @@ class TcpConnection:
         st = self.state
         if st not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
             return
+        # The connection's clock never runs backwards.  A batch of ACKs is processed at the
+        # ``now`` read when it arrived; an application that writes from ``resume_writing`` (a
+        # callback inside that batch) sends with a later ``now``, and what the batch sends after
+        # it would carry an *older* TSval than segments already on the wire: the peer's PAWS
+        # (RFC 7323 5.3; Linux tcp_paws_discard allows one tick) drops them as old duplicates
+        # and answers with duplicate ACKs -- a recovery for nothing (before RACK, 40 such
+        # segments went back one per delayed ACK: 1.7 s; PERF_LOG step 31).  RACK's send-time
+        # order (RFC 8985) and the RTT stamps need the same.
+        c = self.clock
+        if now < c:
+            now = c
+        else:
+            self.clock = now
         sndbuf = self.sndbuf
         buf_end = sndbuf.end_seq           # (retransmitting below does not change it, nor SND.NXT)
         nothing_new = buf_end == self.snd_nxt and (self.fin_sent or not self.fin_queued)
