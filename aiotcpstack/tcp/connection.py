@@ -2549,6 +2549,13 @@ class TcpConnection:
     def _retransmit(self, seq: int, n: int, now: float, timeout: bool = False) -> int:
         """Retransmit up to ``n`` sequence numbers from ``seq`` (data, and FIN if it is there);
         returns the sequence number after what was sent."""
+        c = self.clock
+        if now < c:
+            # (a timer's ``now`` -- the RTO's, the loss probe's -- can lie behind the clock, see
+            # _output): _transmit stamps the clock, and RACK's transmission time and Eifel's
+            # retrans_stamp below must record that same time, else originals sent earlier look
+            # sent later and the retransmission is "lost" again when they are delivered
+            now = c
         sndbuf = self.sndbuf
         # only what was sent before: up to SND.NXT, never into data written since (a lost-range
         # end such as RFC 6582's "ACK + MSS" may lie beyond SND.NXT when the last segment was

@@ -187,3 +187,39 @@ def test_scoreboard_reports_the_highest_newly_sacked_end():
     assert sb.newly_end == 600
     sb.update(((200, 400),), 100, 1000)         # nothing new
     assert sb.newly_end is None
+
+
+def test_a_batch_tail_sent_after_a_nested_later_send_is_not_marked_lost_in_flight():
+    """RACK's send times follow the connection's clock, which never runs backwards (PERF_LOG
+    steps 31-32).  A batch of ACKs runs at the ``now`` read when it arrived; the application's
+    write from its send-space callback sends at a *later* clock and holds the partial tail,
+    which the batch's own output then sends.  Recorded at the batch's older ``now``, that tail
+    looked sent *before* the nested segments that precede it on the wire: as soon as one of
+    them was SACKed, RACK (RFC 8985 6.3: sent before RACK.xmit_ts, more than RACK.rtt +
+    reo_wnd ago) marked the tail lost while it was still in flight.  In a bulk send that hit
+    every batch with a nested write during a recovery: 1,272 spurious fast retransmissions,
+    all DSACKed, in one run (one per ACK, none of them F-RTO's or the RTO's to undo)."""
+    h = Harness(CFG.with_options(initial_cwnd=30), iss=1000)      # (room for the new data)
+    h.establish_active(5000, rtt=0.01, peer_opts=TcpOptions(mss=M, sack_permitted=True))
+    h.at(0.02)
+    h.conn.send(b"u" * 20 * M, 0.02)
+    assert len(h.take()) == 20
+    writes = []
+
+    def send_space() -> None:
+        if not writes:
+            writes.append(1)
+            h.conn.send(b"v" * (4 * M + 100), 0.039, True)   # (the application's later clock)
+
+    h.rec.tcp_send_space = send_space
+    # segment 1 is missing; the ACK of segment 0 frees space: the nested write sends four
+    # segments at 0.039 and holds its 100-byte tail, the batch (at 0.031) sends the tail
+    out = sack(h, 0.031, seg(1), (seg(2), seg(4)))
+    tail = seg(24)
+    assert writes and [(s.seq, len(s.payload)) for s in out if s.payload][-1] == (tail, 100)
+    # the nested segments are SACKed (RACK.xmit_ts: 0.039); the tail, sent after them, is not yet
+    out = sack(h, 0.05, seg(1), (seg(20), seg(24)), (seg(2), seg(4)))
+    assert h.conn.ca_state == 3 and rtx_of(out, 1)           # segment 1: sent at 0.02, lost
+    assert not any(s.seq == tail and s.payload for s in out)  # the tail is in flight, not lost
+    # lost: what was sent at 0.02 and is not SACKed (1, 4-19); not the tail (before: up to its end)
+    assert h.conn.lost_end == seg(20)

@@ -201,3 +201,20 @@ def test_frto_real_loss_falls_back_to_retransmitting():
     assert h.conn.ca_state == 4 and h.conn.frto == 0
     out += h.feed(t + 0.003, ".", 5001, seg(2), opts=TcpOptions(sack_blocks=((nxt, nxt + M),)))
     assert [s for s in out if s.seq in (seg(1), seg(2))]  # the conventional slow-start retransmission
+
+
+def test_timeout_retransmission_is_recorded_at_the_time_it_carries():
+    """The retransmission timer's ``now`` can be older than the connection's clock (a send
+    brought a later time: PERF_LOG step 31); ``_transmit`` stamps the segment with the clock,
+    and the undo evidence (Eifel's ``retrans_stamp``, RFC 3522) and RACK's transmission time
+    (RFC 8985 6.1) must record that same time -- an older record makes later-sent originals
+    look sent after the retransmission (RACK: the retransmission "lost" again when they are
+    delivered) and shifts Eifel's comparison."""
+    h = est(TS)
+    h.conn.send(b"w" * M, 0.5)               # a later clock; the window is full, nothing goes out
+    assert not [s for s in h.take() if s.payload]
+    out = h.run_until(0.02 + h.conn.rtt.rto + 0.001)     # (< 0.5) RTO: the head again
+    assert h.counters["TCPTimeouts"] == 1 and out[0].seq == seg(0)
+    assert out[0].tsval == h.conn._tsval(0.5)
+    assert h.conn.undo.retrans_stamp == out[0].tsval
+    assert h.conn.rack.rtx[-1] == [seg(0), seg(0) + h.conn.mss, 0.5]
