@@ -221,7 +221,8 @@ class TcpConnection:
         # the reordering degree, DupThresh (tcp/reordering.py; Linux tp->reordering, reord_seen)
         # and the end of the highest retransmission (what lies below it may be a retransmission)
         "reordering", "reord_seen", "rtx_hw",
-        # RACK loss detection (tcp/rack.py, RFC 8985): None unless SACK and ``recovery`` is on
+        # RACK loss detection (tcp/rack.py, RFC 8985): None unless SACK and ``recovery`` is on;
+        # made with the first data queued (an idle or receive-only connection never needs it)
         "rack",
         # ACK policy
         "ack_pending", "quick", "ato", "lrcvtime", "dsack",
@@ -469,6 +470,8 @@ class TcpConnection:
             raise BrokenPipeError("send() after the write side was closed")
         if now > self.clock:
             self.clock = now                      # (see _output)
+        if self.rack is None:
+            self._start_rack(st)
         sndbuf = self.sndbuf
         # (sndbuf._end == sndbuf._base: len(sndbuf) == 0 without the call)
         if (st is ESTABLISHED and sndbuf._end == sndbuf._base and type(data) is bytes
@@ -553,6 +556,8 @@ class TcpConnection:
         st = self.state
         if self.fin_queued or st in (CLOSED, LISTEN, FIN_WAIT_1, FIN_WAIT_2, CLOSING, LAST_ACK, TIME_WAIT):
             raise BrokenPipeError("send_urgent() after the write side was closed")
+        if self.rack is None:
+            self._start_rack(st)
         sndbuf = self.sndbuf
         sndbuf.append(data)
         self.snd_up = sndbuf.end_seq
@@ -564,6 +569,14 @@ class TcpConnection:
             self._fast_out = None
         if st == ESTABLISHED or st == CLOSE_WAIT:
             self._output(now)
+
+    def _start_rack(self, st: int) -> None:
+        """RACK (net.ipv4.tcp_recovery = 1) from the first data queued on: its state (~0.2 KiB)
+        is only of use to a sender, and an idle or receive-only connection never needs it
+        (memory per idle connection, issue #6).  Only once SACK is settled (synchronized);
+        data queued before the handshake completed makes ``_established`` create it."""
+        if self.sack_ok and (st is ESTABLISHED or st == CLOSE_WAIT) and self.config.recovery:
+            self.rack = Rack()
 
     def _urg_send_done(self) -> None:
         """SND.UNA reached SND.UP: leave urgent mode, give the fast output paths back."""
@@ -1020,7 +1033,7 @@ class TcpConnection:
         self.lrcvtime = now
         self.rcvq_time = now
         self.recovery_point = self.high_rxt = self.lost_end = self.snd_una
-        if cfg.recovery and self.sack_ok:
+        if cfg.recovery and self.sack_ok and self.sndbuf._end != self.sndbuf._base:
             self.rack = Rack()                        # (net.ipv4.tcp_recovery = 1: RACK)
         if cfg.keepalive:
             self.wheel.arm(self._t_ka, now + cfg.keepalive_time)

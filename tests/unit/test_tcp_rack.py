@@ -151,6 +151,33 @@ def test_recovery_option_validated_and_rack_only_with_sack():
     assert h.conn.rack is None                  # (Linux: RACK needs SACK; NewReno without)
 
 
+def test_rack_state_made_with_the_first_data_only():
+    """RACK's state is a sender's: an established connection that has sent nothing (an idle
+    one, or one that only receives) holds none (memory per idle connection); the first data
+    queued makes it, and data queued before the handshake completed has it from ESTABLISHED on
+    -- with recovery on; never with recovery=0."""
+    for cfg in (CFG, OFF):
+        h = Harness(cfg, iss=1000)
+        h.establish_active(5000, rtt=0.01, peer_opts=TcpOptions(mss=M, sack_permitted=True))
+        h.feed(0.02, "P.", 5001, 1001, payload=b"x" * 100)   # the peer's data only
+        assert h.conn.rack is None
+        h.conn.send(b"y" * 10, 0.03)
+        assert (h.conn.rack is not None) == bool(cfg.recovery)
+        early = Harness(cfg, iss=1000)
+        early.at(0.0)
+        early.conn.connect(0.0)
+        syn = early.take_one()
+        early.conn.send(b"z" * 10, 0.001)               # queued in SYN-SENT
+        assert early.conn.rack is None
+        early.feed(0.01, "S.", 5000, syn.seq + 1, opts=TcpOptions(mss=M, sack_permitted=True))
+        assert early.conn.state == "ESTABLISHED"
+        assert (early.conn.rack is not None) == bool(cfg.recovery)
+        out = early.take()
+        assert any(s.payload == b"z" * 10 for s in out)
+        if cfg.recovery:
+            assert early.conn.rack.sent                  # its transmission was logged
+
+
 def test_rack_state_units():
     """The transmission log and RACK.advance on their own: originals by sequence, one entry per
     clock reading; a retransmission's time replaces the original's; an ambiguous one (RTT below
